@@ -1,0 +1,84 @@
+//! Authentication of API calls: the bearer access token is verified, then checked against the store
+//! (revocation, the user's current role, `disabled` and `token_version`) on every request, so a logout
+//! or a demotion takes effect at once on every API instance.
+
+use super::jwt::{Claims, TokenKind};
+use crate::error::ApiError;
+use crate::state::AppState;
+use pgmon_shared::store::tokens;
+use pgmon_shared::validate::Role;
+use poem::Request;
+use poem_openapi::SecurityScheme;
+use poem_openapi::auth::Bearer;
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub login: String,
+    pub role: Role,
+    pub claims: Claims,
+}
+
+/// OAuth2 password flow, so Swagger UI's Authorize button logs in through `/token`.
+#[derive(SecurityScheme)]
+#[oai(
+    ty = "oauth2",
+    flows(password(token_url = "/token")),
+    checker = "check_bearer"
+)]
+pub struct Auth(pub Principal);
+
+async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
+    let state = req
+        .data::<AppState>()
+        .ok_or_else(|| ApiError::internal("application state missing"))?;
+    Ok(authenticate(state, &bearer.token).await?)
+}
+
+pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let invalid = || ApiError::unauthorized("invalid or expired token");
+    let claims = state.jwt.verify(token, TokenKind::Access).ok_or_else(invalid)?;
+    let current = tokens::auth_state(&state.pool, &claims.sub, claims.jti, claims.fam)
+        .await?
+        .ok_or_else(invalid)?;
+    if current.revoked || current.disabled || current.token_version != claims.ver {
+        return Err(invalid());
+    }
+    let role = current.role.parse().map_err(ApiError::internal)?;
+    Ok(Principal {
+        login: claims.sub.clone(),
+        role,
+        claims,
+    })
+}
+
+impl Auth {
+    /// Refuses with 403 unless the caller has at least `min`.
+    pub fn require(&self, min: Role) -> Result<&Principal, ApiError> {
+        if self.0.role >= min {
+            Ok(&self.0)
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this operation needs the {} role",
+                min.as_str()
+            )))
+        }
+    }
+    pub fn admin(&self) -> Result<&Principal, ApiError> {
+        self.require(Role::Admin)
+    }
+    pub fn operator(&self) -> Result<&Principal, ApiError> {
+        self.require(Role::Operator)
+    }
+}
+
+/// Client IP and user agent for the audit. The IP is the TCP peer's: forwarded headers are not trusted.
+pub fn client_meta(req: &Request) -> (Option<std::net::IpAddr>, Option<String>) {
+    let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    let ua = req
+        .headers()
+        .get(poem::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (ip, ua)
+}

@@ -1,0 +1,233 @@
+//! `/token`, `/refresh`, `/logout`: the original's paths and token response shape.
+
+use crate::auth::Auth;
+use crate::auth::guard::client_meta;
+use crate::auth::jwt::{Claims, TokenKind};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use chrono::{Duration, Utc};
+use pgmon_shared::store::audit::{self, Actor, event};
+use pgmon_shared::store::{tokens, users};
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::param::Cookie;
+use poem_openapi::payload::{Form, Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use serde_json::json;
+use uuid::Uuid;
+
+/// The cookie that carries the refresh token.
+pub const REFRESH_COOKIE: &str = "refresh_token";
+
+#[derive(Tags)]
+enum Tag {
+    /// Log in, refresh and log out.
+    Auth,
+}
+
+/// OAuth2 password grant, as Swagger UI and the original's clients send it.
+#[derive(Debug, Object, serde::Deserialize)]
+pub struct TokenForm {
+    pub username: String,
+    pub password: String,
+    pub grant_type: Option<String>,
+    pub scope: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct TokenBody {
+    pub access_token: String,
+    /// Always `bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+}
+
+#[derive(Debug, Object)]
+pub struct Detail {
+    pub detail: String,
+}
+
+#[derive(ApiResponse)]
+pub enum TokenResponse {
+    /// The access token; the refresh token is set as an HttpOnly cookie.
+    #[oai(status = 200)]
+    Ok(
+        Json<TokenBody>,
+        #[oai(header = "Set-Cookie")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+}
+
+#[derive(ApiResponse)]
+pub enum LogoutResponse {
+    /// Tokens revoked and the refresh cookie cleared.
+    #[oai(status = 200)]
+    Ok(Json<Detail>, #[oai(header = "Set-Cookie")] String),
+}
+
+pub struct AuthApi;
+
+struct Issued {
+    access: String,
+    refresh: String,
+    expires_in: i64,
+}
+
+fn issue(state: &AppState, login: &str, role: &str, ver: i32, family: Uuid, refresh_jti: Uuid) -> ApiResult<Issued> {
+    let now = Utc::now();
+    let access_ttl = Duration::minutes(i64::from(state.cfg.api.token_expiration_minutes));
+    let refresh_ttl = Duration::days(i64::from(state.cfg.api.refresh_token_expiration_days));
+    let mk = |kind, jti, ttl: Duration| Claims {
+        sub: login.to_string(),
+        role: role.to_string(),
+        iat: now.timestamp(),
+        exp: (now + ttl).timestamp(),
+        jti,
+        kind,
+        fam: family,
+        ver,
+    };
+    let access = state
+        .jwt
+        .issue(&mk(TokenKind::Access, Uuid::new_v4(), access_ttl))
+        .map_err(ApiError::internal)?;
+    let refresh = state
+        .jwt
+        .issue(&mk(TokenKind::Refresh, refresh_jti, refresh_ttl))
+        .map_err(ApiError::internal)?;
+    Ok(Issued {
+        access,
+        refresh,
+        expires_in: access_ttl.num_seconds(),
+    })
+}
+
+fn refresh_cookie(state: &AppState, value: &str, max_age: i64) -> String {
+    let secure = if state.cfg.api.secure_cookies { "; Secure" } else { "" };
+    format!("{REFRESH_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+}
+
+fn respond(state: &AppState, t: Issued) -> TokenResponse {
+    let max_age = i64::from(state.cfg.api.refresh_token_expiration_days) * 86_400;
+    TokenResponse::Ok(
+        Json(TokenBody {
+            access_token: t.access,
+            token_type: "bearer".into(),
+            expires_in: t.expires_in,
+        }),
+        refresh_cookie(state, &t.refresh, max_age),
+        "no-store".into(),
+    )
+}
+
+pub(crate) fn actor(req: &Request, login: Option<&str>) -> Actor {
+    let (ip, ua) = client_meta(req);
+    Actor {
+        login: login.map(|l| l.chars().take(128).collect()),
+        client_ip: ip.map(|i| i.to_string()),
+        user_agent: ua,
+    }
+}
+
+/// Audit writes never fail the request they describe; a failure is logged.
+pub async fn record(state: &AppState, ev: &str, who: &Actor, details: serde_json::Value) {
+    if let Err(e) = audit::record(&state.pool, ev, who, details).await {
+        tracing::warn!(event = ev, error = %e, "audit write failed");
+    }
+}
+
+#[OpenApi(tag = "Tag::Auth")]
+impl AuthApi {
+    /// Log in (OAuth2 password grant).
+    ///
+    /// Unknown logins and wrong passwords get the same answer. Attempts are throttled per login and
+    /// per client IP (`api.login_attempts_per_minute`).
+    #[oai(path = "/token", method = "post")]
+    async fn token(&self, state: Data<&AppState>, req: &Request, form: Form<TokenForm>) -> ApiResult<TokenResponse> {
+        let Form(form) = form;
+        let who = actor(req, Some(&form.username));
+        let (ip, _) = client_meta(req);
+        if let Err(wait) = state.limiter.check(&form.username, ip) {
+            record(&state, event::LOGIN_RATE_LIMITED, &who, json!({})).await;
+            return Err(ApiError::too_many(wait));
+        }
+        let user = if pgmon_shared::validate::is_valid_login(&form.username) {
+            users::get(&state.pool, &form.username).await?
+        } else {
+            None
+        };
+        let usable = user.as_ref().filter(|u| !u.disabled);
+        let ok = state
+            .hasher
+            .verify(form.password, usable.map(|u| u.password_hash.clone()))
+            .await;
+        let Some(user) = usable.filter(|_| ok) else {
+            let reason = match &user {
+                None => "unknown login",
+                Some(u) if u.disabled => "disabled",
+                Some(_) => "wrong password",
+            };
+            record(&state, event::LOGIN_FAILURE, &who, json!({ "reason": reason })).await;
+            return Err(ApiError::unauthorized("incorrect username or password"));
+        };
+        let family = Uuid::new_v4();
+        let refresh_jti = Uuid::new_v4();
+        let issued = issue(&state, &user.login, &user.role, user.token_version, family, refresh_jti)?;
+        let expires = Utc::now() + Duration::days(i64::from(state.cfg.api.refresh_token_expiration_days));
+        tokens::insert_refresh(&state.pool, refresh_jti, family, &user.login, expires).await?;
+        users::record_login(&state.pool, &user.login).await?;
+        record(&state, event::LOGIN_SUCCESS, &who, json!({})).await;
+        Ok(respond(&state, issued))
+    }
+
+    /// New access token from the refresh cookie; the refresh token is rotated.
+    ///
+    /// Presenting a refresh token that was already used revokes its whole family.
+    #[oai(path = "/refresh", method = "post")]
+    async fn refresh(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        #[oai(name = "refresh_token")] cookie: Cookie<Option<String>>,
+    ) -> ApiResult<TokenResponse> {
+        let invalid = || ApiError::unauthorized("invalid or expired refresh token");
+        let token = cookie.0.ok_or_else(|| ApiError::unauthorized("no refresh token cookie"))?;
+        let claims = state.jwt.verify(&token, TokenKind::Refresh).ok_or_else(invalid)?;
+        let who = actor(req, Some(&claims.sub));
+        let user = users::get(&state.pool, &claims.sub).await?.ok_or_else(invalid)?;
+        if user.disabled || user.token_version != claims.ver {
+            return Err(invalid());
+        }
+        let new_jti = Uuid::new_v4();
+        let expires = Utc::now() + Duration::days(i64::from(state.cfg.api.refresh_token_expiration_days));
+        match tokens::rotate_refresh(&state.pool, claims.jti, new_jti, expires).await? {
+            tokens::Rotation::Rotated => {
+                let issued = issue(&state, &user.login, &user.role, user.token_version, claims.fam, new_jti)?;
+                record(&state, event::REFRESH, &who, json!({})).await;
+                Ok(respond(&state, issued))
+            }
+            tokens::Rotation::Reused { family } => {
+                record(&state, event::REFRESH_REUSE, &who, json!({ "family": family })).await;
+                Err(invalid())
+            }
+            tokens::Rotation::Invalid => Err(invalid()),
+        }
+    }
+
+    /// Revokes the access token and its refresh family, and clears the cookie.
+    #[oai(path = "/logout", method = "post")]
+    async fn logout(&self, state: Data<&AppState>, req: &Request, auth: Auth) -> ApiResult<LogoutResponse> {
+        let c = &auth.0.claims;
+        tokens::revoke(&state.pool, c.jti, c.expires_at(), c.fam).await?;
+        record(&state, event::LOGOUT, &actor(req, Some(&auth.0.login)), json!({})).await;
+        Ok(LogoutResponse::Ok(
+            Json(Detail {
+                detail: "logged out".into(),
+            }),
+            refresh_cookie(&state, "", 0),
+        ))
+    }
+}

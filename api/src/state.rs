@@ -1,0 +1,21 @@
+//! What every request handler can reach.
+
+use crate::auth::jwt::JwtKeys;
+use crate::auth::password::Hasher;
+use crate::auth::rate_limit::LoginLimiter;
+use pgmon_shared::Config;
+use pgmon_shared::crypto::Crypto;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub cfg: Arc<Config>,
+    pub jwt: Arc<JwtKeys>,
+    pub crypto: Arc<Crypto>,
+    pub hasher: Hasher,
+    pub limiter: LoginLimiter,
+    pub started: Instant,
+}

@@ -1,0 +1,449 @@
+//! Typed configuration shared by both processes: one TOML file plus environment overrides.
+//!
+//! Precedence, highest first: `PGMON_<SECTION>__<KEY>` variables, the original Python backend's
+//! variables (`LOCAL_DB_DSN`, `SECRET_KEY`, `LOG_LEVEL`), the file, the defaults below. Every key is
+//! optional except `store.url`; an unknown key or a bad value stops start-up with one line naming it.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Where the config is read from when neither `--config` nor `$PGMON_CONFIG` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/pgmon/pgmon.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config file {path}: {reason}")]
+    Syntax { path: String, reason: String },
+    #[error("config key {key}: {reason}")]
+    Key { key: String, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub collector: CollectorConfig,
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+    #[serde(default)]
+    pub pools: PoolsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The JWT secret itself when given by the original's `SECRET_KEY` variable; never from the file.
+    #[serde(skip)]
+    pub jwt_secret_inline: Option<String>,
+}
+
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: String,
+    #[serde(default = "d_store_max")]
+    pub max_connections: u32,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// The store URL with its password replaced, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    // postgres://user:password@host/db -> postgres://user:***@host/db
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.rsplit_once('@')
+    {
+        let user = userinfo.split(':').next().unwrap_or("");
+        let pw = if userinfo.contains(':') { ":***" } else { "" };
+        return format!("{scheme}://{user}{pw}@{host}");
+    }
+    if url.contains("password") {
+        return "<connection string with password>".into();
+    }
+    url.to_string()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub allowed_origins: Vec<String>,
+    pub token_expiration_minutes: u32,
+    pub refresh_token_expiration_days: u32,
+    pub server_status_cache_ttl_secs: u64,
+    pub ssh_cache_ttl_secs: u64,
+    pub audit_retention_days: u32,
+    pub secure_cookies: bool,
+    pub login_attempts_per_minute: u32,
+    /// bcrypt cost of new hashes (4..=31). 12 in production; tests lower it to save CPU.
+    pub bcrypt_cost: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            allowed_origins: Vec::new(),
+            token_expiration_minutes: 60,
+            refresh_token_expiration_days: 7,
+            server_status_cache_ttl_secs: 5,
+            ssh_cache_ttl_secs: 30,
+            audit_retention_days: 90,
+            secure_cookies: true,
+            login_attempts_per_minute: 5,
+            bcrypt_cost: 12,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorConfig {
+    pub collect_interval_secs: u64,
+    pub size_update_interval_secs: u64,
+    pub db_check_interval_secs: u64,
+    pub retention_months: u32,
+    /// How many servers one task collects at once.
+    pub concurrency: usize,
+    /// Rows kept in memory while the store is unreachable; beyond this the oldest are dropped and counted.
+    pub buffer_max_rows: usize,
+    /// Interval of the maintenance task (partitions, retention, audit purge).
+    pub maintenance_interval_secs: u64,
+    /// Statement timeout of `pg_database_size` on monitored servers.
+    pub size_statement_timeout_secs: u64,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            collect_interval_secs: 600,
+            size_update_interval_secs: 1800,
+            db_check_interval_secs: 1800,
+            retention_months: 12,
+            concurrency: 32,
+            buffer_max_rows: 1_000_000,
+            maintenance_interval_secs: 3600,
+            size_statement_timeout_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsConfig {
+    pub jwt_secret_file: PathBuf,
+    pub encryption_key_file: PathBuf,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret_file: "/etc/pgmon/jwt_secret".into(),
+            encryption_key_file: "/etc/pgmon/encryption_key.key".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSize {
+    pub min: usize,
+    pub max: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolsConfig {
+    pub default: PoolSize,
+    pub high_load: PoolSize,
+}
+
+impl Default for PoolsConfig {
+    fn default() -> Self {
+        Self {
+            default: PoolSize { min: 1, max: 5 },
+            high_load: PoolSize { min: 5, max: 20 },
+        }
+    }
+}
+
+impl PoolsConfig {
+    /// The size of a server's pool profile (`default` or `high_load`).
+    pub fn profile(&self, name: &str) -> PoolSize {
+        if name == "high_load" {
+            self.high_load
+        } else {
+            self.default
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+fn d_store_max() -> u32 {
+    10
+}
+
+impl Config {
+    /// The config path: `--config`, else `$PGMON_CONFIG`, else [`DEFAULT_CONFIG_PATH`].
+    pub fn resolve_path(cli: Option<&Path>) -> PathBuf {
+        cli.map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("PGMON_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+    }
+
+    /// Reads the file at `path` (a missing file is an error unless the environment gives `store.url`)
+    /// and applies the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && env_has_store_url() => String::new(),
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        Self::from_toml_and_env(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// Parses `text` and applies the overrides in `env`; separated from [`Config::load`] for tests.
+    pub fn from_toml_and_env(
+        text: &str,
+        origin: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: origin.to_string(),
+            reason: e.message().to_string(),
+        })?;
+        let env: Vec<(String, String)> = env.collect();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        if let Some(v) = get("LOCAL_DB_DSN") {
+            set_path(&mut table, &["store", "url"], toml::Value::String(v));
+        }
+        if let Some(v) = get("LOG_LEVEL") {
+            set_path(&mut table, &["log", "level"], toml::Value::String(v.to_lowercase()));
+        }
+        let template = template_table();
+        for (name, raw) in &env {
+            let Some(rest) = name.strip_prefix("PGMON_") else { continue };
+            if rest == "CONFIG" {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+            let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+            let value = env_value(&template, &refs, raw);
+            set_path(&mut table, &refs, value);
+        }
+        let mut cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            let reason = e.into_inner().message().to_string();
+            ConfigError::Key {
+                key: if key == "." { "(top level)".into() } else { key },
+                reason,
+            }
+        })?;
+        cfg.jwt_secret_inline = get("SECRET_KEY").filter(|s| !s.is_empty());
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| {
+            Err(ConfigError::Key {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        if self.store.url.trim().is_empty() {
+            return bad("store.url", "missing (set it in the file, PGMON_STORE__URL or LOCAL_DB_DSN)");
+        }
+        if self.store.max_connections == 0 {
+            return bad("store.max_connections", "must be at least 1");
+        }
+        if self.api.token_expiration_minutes == 0 {
+            return bad("api.token_expiration_minutes", "must be at least 1");
+        }
+        if self.api.refresh_token_expiration_days == 0 {
+            return bad("api.refresh_token_expiration_days", "must be at least 1");
+        }
+        if self.api.login_attempts_per_minute == 0 {
+            return bad("api.login_attempts_per_minute", "must be at least 1");
+        }
+        if !(4..=31).contains(&self.api.bcrypt_cost) {
+            return bad("api.bcrypt_cost", "must be between 4 and 31");
+        }
+        for (key, v) in [
+            ("collector.collect_interval_secs", self.collector.collect_interval_secs),
+            ("collector.size_update_interval_secs", self.collector.size_update_interval_secs),
+            ("collector.db_check_interval_secs", self.collector.db_check_interval_secs),
+            ("collector.maintenance_interval_secs", self.collector.maintenance_interval_secs),
+            ("collector.size_statement_timeout_secs", self.collector.size_statement_timeout_secs),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        if self.collector.retention_months == 0 {
+            return bad("collector.retention_months", "must be at least 1");
+        }
+        if self.collector.concurrency == 0 {
+            return bad("collector.concurrency", "must be at least 1");
+        }
+        for (key, p) in [("pools.default", self.pools.default), ("pools.high_load", self.pools.high_load)] {
+            if p.max == 0 || p.min > p.max {
+                return bad(key, "needs 0 <= min <= max and max >= 1");
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return bad("log.level", "not a valid level or filter (error, warn, info, debug, trace)");
+        }
+        Ok(())
+    }
+}
+
+fn env_has_store_url() -> bool {
+    std::env::var_os("PGMON_STORE__URL").is_some() || std::env::var_os("LOCAL_DB_DSN").is_some()
+}
+
+/// Defaults as a TOML table, used to tell which environment values are strings.
+fn template_table() -> toml::Table {
+    let cfg = Config {
+        store: StoreConfig {
+            url: String::new(),
+            max_connections: d_store_max(),
+        },
+        api: ApiConfig::default(),
+        collector: CollectorConfig::default(),
+        secrets: SecretsConfig::default(),
+        pools: PoolsConfig::default(),
+        log: LogConfig::default(),
+        jwt_secret_inline: None,
+    };
+    toml::Table::try_from(&cfg).unwrap_or_default()
+}
+
+/// An environment value typed after the default at the same path: strings stay strings, anything else
+/// is read as a TOML value (`60`, `true`, `["https://a"]`), so a bad one is reported against its key.
+fn env_value(template: &toml::Table, path: &[&str], raw: &str) -> toml::Value {
+    let mut cur: Option<&toml::Value> = None;
+    let mut table = Some(template);
+    for part in path {
+        cur = table.and_then(|t| t.get(*part));
+        table = cur.and_then(toml::Value::as_table);
+    }
+    match cur {
+        Some(toml::Value::String(_)) | None => toml::Value::String(raw.to_string()),
+        Some(_) => format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[&str], value: toml::Value) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut cur = table;
+    for p in parents {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let Some(t) = entry.as_table_mut() else { return };
+        cur = t;
+    }
+    cur.insert(last.to_string(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml_and_env(
+            text,
+            "test.toml",
+            env.iter().map(|(a, b)| (a.to_string(), b.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_apply_and_env_overrides() {
+        let c = load(
+            "[store]\nurl = \"postgres://u:pw@h/db\"\n",
+            &[("PGMON_API__TOKEN_EXPIRATION_MINUTES", "5"), ("PGMON_POOLS__HIGH_LOAD__MAX", "30")],
+        )
+        .expect("config");
+        assert_eq!(c.api.token_expiration_minutes, 5);
+        assert_eq!(c.api.refresh_token_expiration_days, 7);
+        assert_eq!(c.pools.high_load, PoolSize { min: 5, max: 30 });
+        assert_eq!(c.collector.collect_interval_secs, 600);
+        assert!(!format!("{c:?}").contains("pw"));
+    }
+
+    #[test]
+    fn unknown_and_bad_keys_are_named() {
+        let e = load("[store]\nurl = \"x\"\n[api]\nlisten_port = 1\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("api"), "{e}");
+        assert!(e.to_string().contains("listen_port"), "{e}");
+        let e = load("[store]\nurl = \"x\"\n", &[("PGMON_API__LISTEN", "nope")]).unwrap_err();
+        assert!(e.to_string().contains("api.listen"), "{e}");
+        let e = load("", &[]).unwrap_err();
+        assert!(e.to_string().contains("store"), "{e}");
+    }
+
+    #[test]
+    fn original_variables_are_honoured() {
+        let c = load(
+            "",
+            &[("LOCAL_DB_DSN", "postgres://a@b/c"), ("SECRET_KEY", "s3cr3t"), ("LOG_LEVEL", "DEBUG")],
+        )
+        .expect("config");
+        assert_eq!(c.store.url, "postgres://a@b/c");
+        assert_eq!(c.jwt_secret_inline.as_deref(), Some("s3cr3t"));
+        assert_eq!(c.log.level, "debug");
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+    }
+}

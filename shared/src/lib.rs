@@ -1,0 +1,11 @@
+//! Code shared by `pgmon-api` and `pgmon-collector`: configuration, secrets, the `pam_stats` store,
+//! connections to monitored servers and SSH.
+
+pub mod config;
+pub mod crypto;
+pub mod secrets;
+pub mod store;
+pub mod telemetry;
+pub mod validate;
+
+pub use config::Config;

@@ -1,0 +1,136 @@
+//! Refresh-token families and revoked access tokens. Kept in the store so that a logout holds across
+//! restarts and across every API instance on the same store.
+
+use super::Result;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// What a user's request may do, read fresh on every authenticated request.
+#[derive(Debug, sqlx::FromRow)]
+pub struct AuthState {
+    pub role: String,
+    pub disabled: bool,
+    pub token_version: i32,
+    pub revoked: bool,
+}
+
+/// The user's current state and whether the token (`jti`) or its family was revoked; `None` when the
+/// user no longer exists.
+pub async fn auth_state(pool: &PgPool, login: &str, jti: Uuid, family: Uuid) -> Result<Option<AuthState>> {
+    Ok(sqlx::query_as(
+        "SELECT u.role, u.disabled, u.token_version,
+                EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = $2)
+                OR EXISTS (SELECT 1 FROM refresh_tokens WHERE family = $3 AND revoked_at IS NOT NULL) AS revoked
+         FROM users u WHERE u.login = $1",
+    )
+    .bind(login)
+    .bind(jti)
+    .bind(family)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn insert_refresh(
+    pool: &PgPool,
+    jti: Uuid,
+    family: Uuid,
+    login: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query("INSERT INTO refresh_tokens (jti, family, login, expires_at) VALUES ($1, $2, $3, $4)")
+        .bind(jti)
+        .bind(family)
+        .bind(login)
+        .bind(expires_at)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was current: it is now used and `new_jti` is the family's current token.
+    Rotated,
+    /// The token had been used already: the whole family is now revoked.
+    Reused { family: Uuid },
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+/// Marks `jti` used and records its successor, atomically: of two parallel rotations of one token,
+/// exactly one wins; the loser is treated as reuse.
+pub async fn rotate_refresh(
+    pool: &PgPool,
+    jti: Uuid,
+    new_jti: Uuid,
+    expires_at: DateTime<Utc>,
+) -> Result<Rotation> {
+    let mut tx = pool.begin().await?;
+    let won: Option<(Uuid, String)> = sqlx::query_as(
+        "UPDATE refresh_tokens SET used_at = now()
+         WHERE jti = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()
+         RETURNING family, login",
+    )
+    .bind(jti)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((family, login)) = won {
+        sqlx::query("INSERT INTO refresh_tokens (jti, family, login, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(new_jti)
+            .bind(family)
+            .bind(login)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Ok(Rotation::Rotated);
+    }
+    let used: Option<Uuid> =
+        sqlx::query_scalar("SELECT family FROM refresh_tokens WHERE jti = $1 AND used_at IS NOT NULL")
+            .bind(jti)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(family) = used else {
+        return Ok(Rotation::Invalid);
+    };
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL")
+        .bind(family)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Rotation::Reused { family })
+}
+
+/// Logout: revokes the access token and its refresh family.
+pub async fn revoke(pool: &PgPool, access_jti: Uuid, access_expires: DateTime<Utc>, family: Uuid) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(access_jti)
+        .bind(access_expires)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL")
+        .bind(family)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Deletes revocation and refresh rows whose tokens have expired anyway. Returns the rows deleted.
+pub async fn purge_expired(pool: &PgPool) -> Result<u64> {
+    let a = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < now()")
+        .execute(pool)
+        .await?
+        .rows_affected();
+    // A family stays recorded while any of its tokens could still be presented.
+    let b = sqlx::query(
+        "DELETE FROM refresh_tokens r WHERE r.expires_at < now() - interval '1 day'
+           AND NOT EXISTS (SELECT 1 FROM refresh_tokens n WHERE n.family = r.family AND n.expires_at >= now())",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(a + b)
+}

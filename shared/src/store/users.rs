@@ -1,0 +1,136 @@
+//! Users and roles.
+
+use super::{Result, StoreError};
+use crate::validate::Role;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub login: String,
+    pub password_hash: String,
+    pub role: String,
+    pub disabled: bool,
+    pub token_version: i32,
+    pub created_at: DateTime<Utc>,
+    pub last_login: Option<DateTime<Utc>>,
+}
+
+const COLS: &str = "login, password_hash, role, disabled, token_version, created_at, last_login";
+
+/// What `update` may change; `None` keeps the stored value.
+#[derive(Debug, Default)]
+pub struct UserChange {
+    pub password_hash: Option<String>,
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+}
+
+pub async fn get(pool: &PgPool, login: &str) -> Result<Option<UserRow>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM users WHERE login = $1")))
+        .bind(login)
+        .fetch_optional(pool)
+        .await?)
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<UserRow>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM users ORDER BY login")))
+        .fetch_all(pool)
+        .await?)
+}
+
+pub async fn count(pool: &PgPool) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(pool).await?)
+}
+
+pub async fn create(pool: &PgPool, login: &str, password_hash: &str, role: Role) -> Result<UserRow> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO users (login, password_hash, role) VALUES ($1, $2, $3) RETURNING {COLS}"
+    )))
+    .bind(login)
+    .bind(password_hash)
+    .bind(role.as_str())
+    .fetch_one(pool)
+    .await
+    .map_err(|e| match StoreError::from(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("user {login} already exists")),
+        other => other,
+    })
+}
+
+const LAST_ADMIN: &str = "this is the last enabled admin: it cannot be deleted, disabled or demoted";
+
+/// Locks every enabled admin row, so that two concurrent changes cannot both remove "the other" admin.
+async fn enabled_admins(tx: &mut sqlx::PgConnection) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar("SELECT login FROM users WHERE role = 'admin' AND NOT disabled FOR UPDATE")
+        .fetch_all(tx)
+        .await?)
+}
+
+/// Applies `change`. A new password, disabling or a role change bumps `token_version`, which revokes
+/// the user's tokens, and revokes their refresh families.
+pub async fn update(pool: &PgPool, login: &str, change: UserChange) -> Result<UserRow> {
+    let mut tx = pool.begin().await?;
+    let admins = enabled_admins(&mut tx).await?;
+    let current: UserRow = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM users WHERE login = $1 FOR UPDATE")))
+        .bind(login)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let loses_admin = current.role == "admin"
+        && !current.disabled
+        && (change.disabled == Some(true) || change.role.is_some_and(|r| r != Role::Admin));
+    if loses_admin && admins.len() <= 1 {
+        return Err(StoreError::Conflict(LAST_ADMIN.into()));
+    }
+    let revoke = change.password_hash.is_some()
+        || change.disabled == Some(true)
+        || change.role.is_some_and(|r| r.as_str() != current.role);
+    let row: UserRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE users SET password_hash = coalesce($2, password_hash), role = coalesce($3, role),
+                disabled = coalesce($4, disabled), token_version = token_version + $5::int,
+                updated_at = now()
+         WHERE login = $1 RETURNING {COLS}"
+    )))
+    .bind(login)
+    .bind(change.password_hash)
+    .bind(change.role.map(Role::as_str))
+    .bind(change.disabled)
+    .bind(i32::from(revoke))
+    .fetch_one(&mut *tx)
+    .await?;
+    if revoke {
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE login = $1 AND revoked_at IS NULL")
+            .bind(login)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(row)
+}
+
+pub async fn delete(pool: &PgPool, login: &str) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let admins = enabled_admins(&mut tx).await?;
+    if admins.len() <= 1 && admins.iter().any(|a| a == login) {
+        return Err(StoreError::Conflict(LAST_ADMIN.into()));
+    }
+    let n = sqlx::query("DELETE FROM users WHERE login = $1")
+        .bind(login)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn record_login(pool: &PgPool, login: &str) -> Result<()> {
+    sqlx::query("UPDATE users SET last_login = now() WHERE login = $1")
+        .bind(login)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
