@@ -61,7 +61,11 @@ async fn limit_body<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result
         Some(n) if n > limit => return Err(too_large().into()),
         Some(_) => {}
         None if req.headers().contains_key(poem::http::header::TRANSFER_ENCODING) => {
-            let body = req.take_body().into_bytes_limit(limit).await.map_err(|_| too_large())?;
+            let body = req
+                .take_body()
+                .into_bytes_limit(limit)
+                .await
+                .map_err(|_| too_large())?;
             req.set_body(body);
         }
         None => {}
@@ -105,7 +109,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     spawn_housekeeping(state.clone());
     poem::Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(build_endpoint(state), shutdown_signal(), Some(Duration::from_secs(10)))
+        .run_with_graceful_shutdown(
+            build_endpoint(state),
+            shutdown_signal(),
+            Some(Duration::from_secs(10)),
+        )
         .await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     Ok(())

@@ -63,7 +63,10 @@ pub async fn run(cli: Cli, cfg: Option<Config>) -> anyhow::Result<()> {
         Command::Migrate => {
             let pool = store::connect_lazy(&cfg.store, "pgmon-api")?;
             store::migrate(&pool).await?;
-            println!("store migrated to version {}", store::schema_version(&pool).await?);
+            println!(
+                "store migrated to version {}",
+                store::schema_version(&pool).await?
+            );
             Ok(())
         }
         Command::InitSecrets => {
@@ -83,7 +86,9 @@ pub async fn run(cli: Cli, cfg: Option<Config>) -> anyhow::Result<()> {
 
 fn read_stdin_password() -> anyhow::Result<String> {
     let mut s = String::new();
-    std::io::stdin().read_to_string(&mut s).context("cannot read the password from stdin")?;
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("cannot read the password from stdin")?;
     Ok(s.trim_end_matches(['\n', '\r']).to_string())
 }
 
@@ -113,7 +118,10 @@ async fn user(cmd: UserCommand, cfg: Config) -> anyhow::Result<()> {
             let hash = hasher.hash(password.clone()).await?;
             store::users::create(&pool, &login, &hash, role).await?;
             if generated {
-                println!("created {} {login}; password (shown once): {password}", role.as_str());
+                println!(
+                    "created {} {login}; password (shown once): {password}",
+                    role.as_str()
+                );
             } else {
                 println!("created {} {login}", role.as_str());
             }
@@ -126,10 +134,12 @@ async fn user(cmd: UserCommand, cfg: Config) -> anyhow::Result<()> {
                 password_hash: Some(hash),
                 ..Default::default()
             };
-            store::users::update(&pool, &login, change).await.map_err(|e| match e {
-                store::StoreError::NotFound => anyhow::anyhow!("user {login} not found"),
-                e => e.into(),
-            })?;
+            store::users::update(&pool, &login, change)
+                .await
+                .map_err(|e| match e {
+                    store::StoreError::NotFound => anyhow::anyhow!("user {login} not found"),
+                    e => e.into(),
+                })?;
             println!("password of {login} changed; its tokens are revoked");
         }
     }

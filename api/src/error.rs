@@ -5,8 +5,8 @@
 //! server-side and answered with a generic 500 that carries no SQL, stack trace or secret.
 
 use pgmon_shared::store::StoreError;
-use poem::http::StatusCode;
 use poem::Response;
+use poem::http::StatusCode;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 

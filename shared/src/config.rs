@@ -256,11 +256,17 @@ impl Config {
             set_path(&mut table, &["store", "url"], toml::Value::String(v));
         }
         if let Some(v) = get("LOG_LEVEL") {
-            set_path(&mut table, &["log", "level"], toml::Value::String(v.to_lowercase()));
+            set_path(
+                &mut table,
+                &["log", "level"],
+                toml::Value::String(v.to_lowercase()),
+            );
         }
         let template = template_table();
         for (name, raw) in &env {
-            let Some(rest) = name.strip_prefix("PGMON_") else { continue };
+            let Some(rest) = name.strip_prefix("PGMON_") else {
+                continue;
+            };
             if rest == "CONFIG" {
                 continue;
             }
@@ -290,7 +296,10 @@ impl Config {
             })
         };
         if self.store.url.trim().is_empty() {
-            return bad("store.url", "missing (set it in the file, PGMON_STORE__URL or LOCAL_DB_DSN)");
+            return bad(
+                "store.url",
+                "missing (set it in the file, PGMON_STORE__URL or LOCAL_DB_DSN)",
+            );
         }
         if self.store.max_connections == 0 {
             return bad("store.max_connections", "must be at least 1");
@@ -308,11 +317,26 @@ impl Config {
             return bad("api.bcrypt_cost", "must be between 4 and 31");
         }
         for (key, v) in [
-            ("collector.collect_interval_secs", self.collector.collect_interval_secs),
-            ("collector.size_update_interval_secs", self.collector.size_update_interval_secs),
-            ("collector.db_check_interval_secs", self.collector.db_check_interval_secs),
-            ("collector.maintenance_interval_secs", self.collector.maintenance_interval_secs),
-            ("collector.size_statement_timeout_secs", self.collector.size_statement_timeout_secs),
+            (
+                "collector.collect_interval_secs",
+                self.collector.collect_interval_secs,
+            ),
+            (
+                "collector.size_update_interval_secs",
+                self.collector.size_update_interval_secs,
+            ),
+            (
+                "collector.db_check_interval_secs",
+                self.collector.db_check_interval_secs,
+            ),
+            (
+                "collector.maintenance_interval_secs",
+                self.collector.maintenance_interval_secs,
+            ),
+            (
+                "collector.size_statement_timeout_secs",
+                self.collector.size_statement_timeout_secs,
+            ),
         ] {
             if v == 0 {
                 return bad(key, "must be at least 1");
@@ -324,13 +348,19 @@ impl Config {
         if self.collector.concurrency == 0 {
             return bad("collector.concurrency", "must be at least 1");
         }
-        for (key, p) in [("pools.default", self.pools.default), ("pools.high_load", self.pools.high_load)] {
+        for (key, p) in [
+            ("pools.default", self.pools.default),
+            ("pools.high_load", self.pools.high_load),
+        ] {
             if p.max == 0 || p.min > p.max {
                 return bad(key, "needs 0 <= min <= max and max >= 1");
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return bad("log.level", "not a valid level or filter (error, warn, info, debug, trace)");
+            return bad(
+                "log.level",
+                "not a valid level or filter (error, warn, info, debug, trace)",
+            );
         }
         Ok(())
     }
@@ -377,7 +407,9 @@ fn env_value(template: &toml::Table, path: &[&str], raw: &str) -> toml::Value {
 }
 
 fn set_path(table: &mut toml::Table, path: &[&str], value: toml::Value) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = table;
     for p in parents {
         let entry = cur
@@ -408,7 +440,10 @@ mod tests {
     fn defaults_apply_and_env_overrides() {
         let c = load(
             "[store]\nurl = \"postgres://u:pw@h/db\"\n",
-            &[("PGMON_API__TOKEN_EXPIRATION_MINUTES", "5"), ("PGMON_POOLS__HIGH_LOAD__MAX", "30")],
+            &[
+                ("PGMON_API__TOKEN_EXPIRATION_MINUTES", "5"),
+                ("PGMON_POOLS__HIGH_LOAD__MAX", "30"),
+            ],
         )
         .expect("config");
         assert_eq!(c.api.token_expiration_minutes, 5);
@@ -433,7 +468,11 @@ mod tests {
     fn original_variables_are_honoured() {
         let c = load(
             "",
-            &[("LOCAL_DB_DSN", "postgres://a@b/c"), ("SECRET_KEY", "s3cr3t"), ("LOG_LEVEL", "DEBUG")],
+            &[
+                ("LOCAL_DB_DSN", "postgres://a@b/c"),
+                ("SECRET_KEY", "s3cr3t"),
+                ("LOG_LEVEL", "DEBUG"),
+            ],
         )
         .expect("config");
         assert_eq!(c.store.url, "postgres://a@b/c");
@@ -443,7 +482,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
     }
 }

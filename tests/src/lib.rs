@@ -1,1 +1,296 @@
-//! Harness for the end-to-end tests.
+//! Harness for the end-to-end tests: a fresh store database per test, a config and secret files in a
+//! temporary directory, and the real `pgmon-api` / `pgmon-collector` binaries on random ports.
+//!
+//! PostgreSQL is the real server on 127.0.0.1:5432 (`PGMON_TEST_PG_URL` overrides the admin URL);
+//! `scripts/test.sh` makes sure it runs and builds the binaries before the tests.
+
+use anyhow::{Context, bail};
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod http;
+
+/// Admin URL of the PostgreSQL server the tests create databases on.
+pub fn pg_admin_url() -> String {
+    std::env::var("PGMON_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Directory holding the workspace's built binaries (target/debug).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test-binary> -> target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first",
+        p.display()
+    );
+    p
+}
+
+/// A throwaway database, dropped when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let name = format!("pgmon_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(&pg_admin_url())
+            .await
+            .expect("connect to the test PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create test database");
+        admin.close().await;
+        let base = pg_admin_url();
+        let url = match base.rsplit_once('/') {
+            Some((prefix, _)) => format!("{prefix}/{name}"),
+            None => panic!("bad PGMON_TEST_PG_URL"),
+        };
+        Self { name, url }
+    }
+
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url)
+            .await
+            .expect("connect to test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Best effort; scripts/test.sh also drops leftovers of earlier runs.
+        let _ = Command::new("psql")
+            .args([
+                &pg_admin_url(),
+                "-q",
+                "-c",
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A config file and secret files in a temporary directory, pointing at a fresh [`TestDb`].
+pub struct TestEnv {
+    pub db: TestDb,
+    pub dir: tempfile::TempDir,
+    /// Extra TOML appended to the generated config (later keys of a section win: put whole sections).
+    pub config_path: PathBuf,
+    pub fernet_key: String,
+}
+
+impl TestEnv {
+    /// `extra` is appended to the config; the `[api]` section is generated from `api_extra`.
+    pub async fn new(api_extra: &str, extra: &str) -> Self {
+        let db = TestDb::new().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fernet_key = "Ar3CnqBqrMHX3yJfGCu7LRNn2Bz5VtiFYJ3Pv0pUkDY=".to_string();
+        let key_path = dir.path().join("encryption_key.key");
+        let jwt_path = dir.path().join("jwt_secret");
+        write_private(&key_path, &format!("{fernet_key}\n"));
+        write_private(
+            &jwt_path,
+            "test-jwt-secret-0123456789-abcdefghijklmnopqrstuvwxyz\n",
+        );
+        let config_path = dir.path().join("pgmon.toml");
+        let text = format!(
+            "[store]\nurl = \"{url}\"\nmax_connections = 10\n\n[api]\nlisten = \"127.0.0.1:0\"\nsecure_cookies = false\nbcrypt_cost = 4\n{api_extra}\n\n[secrets]\njwt_secret_file = \"{jwt}\"\nencryption_key_file = \"{key}\"\n\n[log]\nlevel = \"info\"\n\n{extra}\n",
+            url = db.url,
+            jwt = jwt_path.display(),
+            key = key_path.display(),
+        );
+        std::fs::write(&config_path, text).expect("write config");
+        Self {
+            db,
+            dir,
+            config_path,
+            fernet_key,
+        }
+    }
+
+    /// Runs `pgmon-api --config <cfg> <args>` with `stdin` piped in; returns (status, stdout, stderr).
+    pub fn api_cli(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        run_cli(&bin("pgmon-api"), &self.config_path, args, stdin)
+    }
+
+    /// Creates a user through the CLI (password from stdin).
+    pub fn add_user(&self, login: &str, role: &str, password: &str) {
+        let (code, out, err) = self.api_cli(&["user", "add", login, "--role", role], Some(password));
+        assert_eq!(code, 0, "user add failed: {out} {err}");
+    }
+
+    pub async fn spawn_api(&self) -> Proc {
+        Proc::spawn(
+            &bin("pgmon-api"),
+            &self.config_path,
+            &["serve"],
+            "pgmon-api listening on ",
+        )
+        .await
+    }
+}
+
+pub fn write_private(path: &Path, content: &str) {
+    std::fs::write(path, content).expect("write secret");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+pub fn run_cli(bin: &Path, config: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--config").arg(config).args(args);
+    cmd.env_remove("PGMON_CONFIG")
+        .env_remove("LOCAL_DB_DSN")
+        .env_remove("SECRET_KEY");
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn cli");
+    if let Some(input) = stdin
+        && let Some(mut s) = child.stdin.take()
+    {
+        let _ = s.write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output().expect("cli output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running binary, killed when dropped. Its stderr (logs) is kept in a file for assertions.
+pub struct Proc {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT` for the API; empty for processes that announce no address.
+    pub base: String,
+    pub log_path: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+impl Proc {
+    /// Spawns `bin --config cfg args` and waits (up to 60 s) for a stdout line starting with `ready`;
+    /// the rest of that line becomes `base`.
+    pub async fn spawn(bin: &Path, config: &Path, args: &[&str], ready: &str) -> Self {
+        Self::spawn_env(bin, config, args, ready, &[]).await
+    }
+
+    pub async fn spawn_env(
+        bin: &Path,
+        config: &Path,
+        args: &[&str],
+        ready: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let log_dir = tempfile::tempdir().expect("tempdir");
+        let log_path = log_dir.path().join("stderr.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config").arg(config).args(args);
+        cmd.env_remove("PGMON_CONFIG")
+            .env_remove("LOCAL_DB_DSN")
+            .env_remove("SECRET_KEY");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+        let mut child = cmd.spawn().expect("spawn binary");
+        let stdout = child.stdout.take().expect("stdout");
+        let ready = ready.to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut sent = false;
+            while let Some(Ok(line)) = lines.next() {
+                if !sent && let Some(rest) = line.strip_prefix(&ready) {
+                    let _ = tx.send(rest.trim().to_string());
+                    sent = true;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let base = loop {
+            if let Ok(b) = rx.try_recv() {
+                break b;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!(
+                    "{} exited with {status} before it was ready: {log}",
+                    bin.display()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} was not ready within 60 s",
+                bin.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Self {
+            child,
+            base,
+            log_path,
+            _log_dir: log_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status.
+    pub async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("kill")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                bail!("did not exit within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -148,7 +148,11 @@ impl AuditApi {
             to,
             by_event: counts(c.by_event),
             by_login: counts(c.by_login),
-            by_day: c.by_day.into_iter().map(|(day, count)| DayCount { day, count }).collect(),
+            by_day: c
+                .by_day
+                .into_iter()
+                .map(|(day, count)| DayCount { day, count })
+                .collect(),
         }))
     }
 }

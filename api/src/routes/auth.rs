@@ -76,7 +76,14 @@ struct Issued {
     expires_in: i64,
 }
 
-fn issue(state: &AppState, login: &str, role: &str, ver: i32, family: Uuid, refresh_jti: Uuid) -> ApiResult<Issued> {
+fn issue(
+    state: &AppState,
+    login: &str,
+    role: &str,
+    ver: i32,
+    family: Uuid,
+    refresh_jti: Uuid,
+) -> ApiResult<Issued> {
     let now = Utc::now();
     let access_ttl = Duration::minutes(i64::from(state.cfg.api.token_expiration_minutes));
     let refresh_ttl = Duration::days(i64::from(state.cfg.api.refresh_token_expiration_days));
@@ -106,7 +113,11 @@ fn issue(state: &AppState, login: &str, role: &str, ver: i32, family: Uuid, refr
 }
 
 fn refresh_cookie(state: &AppState, value: &str, max_age: i64) -> String {
-    let secure = if state.cfg.api.secure_cookies { "; Secure" } else { "" };
+    let secure = if state.cfg.api.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
     format!("{REFRESH_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
 }
 
@@ -146,7 +157,12 @@ impl AuthApi {
     /// Unknown logins and wrong passwords get the same answer. Attempts are throttled per login and
     /// per client IP (`api.login_attempts_per_minute`).
     #[oai(path = "/token", method = "post")]
-    async fn token(&self, state: Data<&AppState>, req: &Request, form: Form<TokenForm>) -> ApiResult<TokenResponse> {
+    async fn token(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        form: Form<TokenForm>,
+    ) -> ApiResult<TokenResponse> {
         let Form(form) = form;
         let who = actor(req, Some(&form.username));
         let (ip, _) = client_meta(req);
@@ -175,7 +191,14 @@ impl AuthApi {
         };
         let family = Uuid::new_v4();
         let refresh_jti = Uuid::new_v4();
-        let issued = issue(&state, &user.login, &user.role, user.token_version, family, refresh_jti)?;
+        let issued = issue(
+            &state,
+            &user.login,
+            &user.role,
+            user.token_version,
+            family,
+            refresh_jti,
+        )?;
         let expires = Utc::now() + Duration::days(i64::from(state.cfg.api.refresh_token_expiration_days));
         tokens::insert_refresh(&state.pool, refresh_jti, family, &user.login, expires).await?;
         users::record_login(&state.pool, &user.login).await?;
@@ -194,7 +217,9 @@ impl AuthApi {
         #[oai(name = "refresh_token")] cookie: Cookie<Option<String>>,
     ) -> ApiResult<TokenResponse> {
         let invalid = || ApiError::unauthorized("invalid or expired refresh token");
-        let token = cookie.0.ok_or_else(|| ApiError::unauthorized("no refresh token cookie"))?;
+        let token = cookie
+            .0
+            .ok_or_else(|| ApiError::unauthorized("no refresh token cookie"))?;
         let claims = state.jwt.verify(&token, TokenKind::Refresh).ok_or_else(invalid)?;
         let who = actor(req, Some(&claims.sub));
         let user = users::get(&state.pool, &claims.sub).await?.ok_or_else(invalid)?;
@@ -205,7 +230,14 @@ impl AuthApi {
         let expires = Utc::now() + Duration::days(i64::from(state.cfg.api.refresh_token_expiration_days));
         match tokens::rotate_refresh(&state.pool, claims.jti, new_jti, expires).await? {
             tokens::Rotation::Rotated => {
-                let issued = issue(&state, &user.login, &user.role, user.token_version, claims.fam, new_jti)?;
+                let issued = issue(
+                    &state,
+                    &user.login,
+                    &user.role,
+                    user.token_version,
+                    claims.fam,
+                    new_jti,
+                )?;
                 record(&state, event::REFRESH, &who, json!({})).await;
                 Ok(respond(&state, issued))
             }

@@ -112,17 +112,33 @@ impl UsersApi {
     #[oai(path = "/users", method = "get")]
     async fn list(&self, state: Data<&AppState>, auth: Auth) -> ApiResult<Json<Vec<UserOut>>> {
         auth.admin()?;
-        Ok(Json(users::list(&state.pool).await?.into_iter().map(UserOut::from).collect()))
+        Ok(Json(
+            users::list(&state.pool)
+                .await?
+                .into_iter()
+                .map(UserOut::from)
+                .collect(),
+        ))
     }
 
     /// Create a user (admin).
     #[oai(path = "/users", method = "post")]
-    async fn create(&self, state: Data<&AppState>, req: &Request, auth: Auth, body: Json<UserCreate>) -> ApiResult<Created> {
+    async fn create(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        auth: Auth,
+        body: Json<UserCreate>,
+    ) -> ApiResult<Created> {
         let me = auth.admin()?;
         let Json(body) = body;
         check_login(&body.login)?;
         validate::check_password(&body.password).map_err(ApiError::bad_request)?;
-        let hash = state.hasher.hash(body.password).await.map_err(ApiError::internal)?;
+        let hash = state
+            .hasher
+            .hash(body.password)
+            .await
+            .map_err(ApiError::internal)?;
         let user = users::create(&state.pool, &body.login, &hash, body.role.into()).await?;
         record(
             &state,
@@ -137,7 +153,9 @@ impl UsersApi {
     /// The caller's own account (any role).
     #[oai(path = "/users/me", method = "get")]
     async fn me(&self, state: Data<&AppState>, auth: Auth) -> ApiResult<Json<UserOut>> {
-        let user = users::get(&state.pool, &auth.0.login).await?.ok_or_else(|| not_found(&auth.0.login))?;
+        let user = users::get(&state.pool, &auth.0.login)
+            .await?
+            .ok_or_else(|| not_found(&auth.0.login))?;
         Ok(Json(user.into()))
     }
 
@@ -145,7 +163,9 @@ impl UsersApi {
     #[oai(path = "/users/:login", method = "get")]
     async fn get(&self, state: Data<&AppState>, auth: Auth, login: Path<String>) -> ApiResult<Json<UserOut>> {
         auth.admin()?;
-        let user = users::get(&state.pool, &login).await?.ok_or_else(|| not_found(&login))?;
+        let user = users::get(&state.pool, &login)
+            .await?
+            .ok_or_else(|| not_found(&login))?;
         Ok(Json(user.into()))
     }
 
@@ -184,10 +204,12 @@ impl UsersApi {
             role: body.role.map(Role::from),
             disabled: body.disabled,
         };
-        let user = users::update(&state.pool, &login, change).await.map_err(|e| match e {
-            pgmon_shared::store::StoreError::NotFound => not_found(&login),
-            e => e.into(),
-        })?;
+        let user = users::update(&state.pool, &login, change)
+            .await
+            .map_err(|e| match e {
+                pgmon_shared::store::StoreError::NotFound => not_found(&login),
+                e => e.into(),
+            })?;
         record(
             &state,
             event::USER_UPDATED,
@@ -200,7 +222,13 @@ impl UsersApi {
 
     /// Delete a user (admin). The last enabled admin cannot be deleted (409).
     #[oai(path = "/users/:login", method = "delete")]
-    async fn delete(&self, state: Data<&AppState>, req: &Request, auth: Auth, login: Path<String>) -> ApiResult<Deleted> {
+    async fn delete(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        auth: Auth,
+        login: Path<String>,
+    ) -> ApiResult<Deleted> {
         let me = auth.admin()?;
         users::delete(&state.pool, &login).await.map_err(|e| match e {
             pgmon_shared::store::StoreError::NotFound => not_found(&login),

@@ -74,13 +74,15 @@ pub async fn list(pool: &PgPool, f: &Filter) -> Result<(Vec<AuditRow>, i64)> {
     .bind(f.offset)
     .fetch_all(pool)
     .await?;
-    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM audit_sessions WHERE {WHERE}")))
-        .bind(&f.login)
-        .bind(&f.event)
-        .bind(f.from)
-        .bind(f.to)
-        .fetch_one(pool)
-        .await?;
+    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM audit_sessions WHERE {WHERE}"
+    )))
+    .bind(&f.login)
+    .bind(&f.event)
+    .bind(f.from)
+    .bind(f.to)
+    .fetch_one(pool)
+    .await?;
     Ok((rows, total))
 }
 
@@ -124,9 +126,11 @@ pub async fn stats(pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> Res
 }
 
 pub async fn purge_older_than(pool: &PgPool, days: u32) -> Result<u64> {
-    Ok(sqlx::query("DELETE FROM audit_sessions WHERE at < now() - make_interval(days => $1)")
-        .bind(i32::try_from(days).unwrap_or(i32::MAX))
-        .execute(pool)
-        .await?
-        .rows_affected())
+    Ok(
+        sqlx::query("DELETE FROM audit_sessions WHERE at < now() - make_interval(days => $1)")
+            .bind(i32::try_from(days).unwrap_or(i32::MAX))
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
 }

@@ -32,12 +32,14 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                StoreError::Conflict(format!("already exists ({})", db.constraint().unwrap_or("unique")))
-            }
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                StoreError::Conflict(format!("still referenced ({})", db.constraint().unwrap_or("foreign key")))
-            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(format!(
+                "already exists ({})",
+                db.constraint().unwrap_or("unique")
+            )),
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::Conflict(format!(
+                "still referenced ({})",
+                db.constraint().unwrap_or("foreign key")
+            )),
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 StoreError::Unavailable(e.to_string())
             }

@@ -103,7 +103,12 @@ pub async fn rotate_refresh(
 }
 
 /// Logout: revokes the access token and its refresh family.
-pub async fn revoke(pool: &PgPool, access_jti: Uuid, access_expires: DateTime<Utc>, family: Uuid) -> Result<()> {
+pub async fn revoke(
+    pool: &PgPool,
+    access_jti: Uuid,
+    access_expires: DateTime<Utc>,
+    family: Uuid,
+) -> Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(access_jti)

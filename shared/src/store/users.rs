@@ -27,20 +27,26 @@ pub struct UserChange {
 }
 
 pub async fn get(pool: &PgPool, login: &str) -> Result<Option<UserRow>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM users WHERE login = $1")))
-        .bind(login)
-        .fetch_optional(pool)
-        .await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLS} FROM users WHERE login = $1"
+    )))
+    .bind(login)
+    .fetch_optional(pool)
+    .await?)
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<UserRow>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM users ORDER BY login")))
-        .fetch_all(pool)
-        .await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLS} FROM users ORDER BY login"
+    )))
+    .fetch_all(pool)
+    .await?)
 }
 
 pub async fn count(pool: &PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(pool).await?)
+    Ok(sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(pool)
+        .await?)
 }
 
 pub async fn create(pool: &PgPool, login: &str, password_hash: &str, role: Role) -> Result<UserRow> {
@@ -62,9 +68,11 @@ const LAST_ADMIN: &str = "this is the last enabled admin: it cannot be deleted, 
 
 /// Locks every enabled admin row, so that two concurrent changes cannot both remove "the other" admin.
 async fn enabled_admins(tx: &mut sqlx::PgConnection) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar("SELECT login FROM users WHERE role = 'admin' AND NOT disabled FOR UPDATE")
-        .fetch_all(tx)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT login FROM users WHERE role = 'admin' AND NOT disabled FOR UPDATE")
+            .fetch_all(tx)
+            .await?,
+    )
 }
 
 /// Applies `change`. A new password, disabling or a role change bumps `token_version`, which revokes
@@ -72,11 +80,13 @@ async fn enabled_admins(tx: &mut sqlx::PgConnection) -> Result<Vec<String>> {
 pub async fn update(pool: &PgPool, login: &str, change: UserChange) -> Result<UserRow> {
     let mut tx = pool.begin().await?;
     let admins = enabled_admins(&mut tx).await?;
-    let current: UserRow = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM users WHERE login = $1 FOR UPDATE")))
-        .bind(login)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+    let current: UserRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLS} FROM users WHERE login = $1 FOR UPDATE"
+    )))
+    .bind(login)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
     let loses_admin = current.role == "admin"
         && !current.disabled
         && (change.disabled == Some(true) || change.role.is_some_and(|r| r != Role::Admin));
