@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod crypto;
+pub mod remote;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
