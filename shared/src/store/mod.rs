@@ -2,6 +2,8 @@
 //! stats. SQL lives beside the function that runs it, one module per table family.
 
 pub mod audit;
+pub mod servers;
+pub mod ssh_keys;
 pub mod tokens;
 pub mod users;
 
