@@ -104,16 +104,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .first()
         .and_then(|a| a.as_socket_addr().copied())
         .unwrap_or(listen);
+    // Handlers are installed before READY so that a SIGTERM right after start is a clean shutdown.
+    let shutdown = shutdown_signal()?;
     tracing::info!(%bound, "pgmon-api listening; Swagger UI at http://{bound}/docs");
     println!("pgmon-api listening on http://{bound}");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     spawn_housekeeping(state.clone());
     poem::Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(
-            build_endpoint(state),
-            shutdown_signal(),
-            Some(Duration::from_secs(10)),
-        )
+        .run_with_graceful_shutdown(build_endpoint(state), shutdown, Some(Duration::from_secs(10)))
         .await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     Ok(())
@@ -140,18 +138,16 @@ fn spawn_housekeeping(state: AppState) {
     });
 }
 
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Resolves on SIGTERM or SIGINT. The handlers are registered when this is called, not when polled.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
 }

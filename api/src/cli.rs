@@ -109,10 +109,16 @@ async fn user(cmd: UserCommand, cfg: Config) -> anyhow::Result<()> {
             if !validate::is_valid_login(&login) {
                 bail!("login must match ^[A-Za-z0-9_.@-]{{1,64}}$");
             }
-            let (password, generated) = if std::io::stdin().is_terminal() {
+            // A terminal or an empty stdin means "generate one"; a pipe supplies the password.
+            let piped = if std::io::stdin().is_terminal() {
+                String::new()
+            } else {
+                read_stdin_password()?
+            };
+            let (password, generated) = if piped.is_empty() {
                 (generate_password(), true)
             } else {
-                (read_stdin_password()?, false)
+                (piped, false)
             };
             validate::check_password(&password).map_err(anyhow::Error::msg)?;
             let hash = hasher.hash(password.clone()).await?;

@@ -111,8 +111,13 @@ impl TestEnv {
             "test-jwt-secret-0123456789-abcdefghijklmnopqrstuvwxyz\n",
         );
         let config_path = dir.path().join("pgmon.toml");
+        let cookies = if api_extra.contains("secure_cookies") {
+            ""
+        } else {
+            "secure_cookies = false"
+        };
         let text = format!(
-            "[store]\nurl = \"{url}\"\nmax_connections = 10\n\n[api]\nlisten = \"127.0.0.1:0\"\nsecure_cookies = false\nbcrypt_cost = 4\n{api_extra}\n\n[secrets]\njwt_secret_file = \"{jwt}\"\nencryption_key_file = \"{key}\"\n\n[log]\nlevel = \"info\"\n\n{extra}\n",
+            "[store]\nurl = \"{url}\"\nmax_connections = 10\n\n[api]\nlisten = \"127.0.0.1:0\"\n{cookies}\nbcrypt_cost = 4\n{api_extra}\n\n[secrets]\njwt_secret_file = \"{jwt}\"\nencryption_key_file = \"{key}\"\n\n[log]\nlevel = \"info\"\n\n{extra}\n",
             url = db.url,
             jwt = jwt_path.display(),
             key = key_path.display(),

@@ -1,0 +1,51 @@
+# Shared helpers of the project's scripts. Every function is idempotent.
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Runs a command as the postgres OS user (peer authentication over the local socket).
+as_postgres() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi
+}
+
+APT_UPDATED=0
+# Installs the Debian packages that are missing.
+ensure_packages() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing ${missing[*]}"
+    if [ "$APT_UPDATED" -eq 0 ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# Makes sure a PostgreSQL cluster is installed, running and accepting connections on 127.0.0.1:5432.
+ensure_postgres() {
+    if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
+        ensure_packages postgresql postgresql-contrib
+    fi
+    ensure_packages postgresql-client
+    local ver cluster
+    read -r ver cluster _ < <(pg_lsclusters -h | head -n 1)
+    [ -n "${ver:-}" ] || die "no PostgreSQL cluster found after installing postgresql"
+    if ! pg_lsclusters -h | head -n 1 | grep -q online; then
+        log "starting PostgreSQL $ver/$cluster"
+        as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$cluster" start || as_root pg_ctlcluster "$ver" "$cluster" start
+    fi
+    for _ in $(seq 1 60); do
+        pg_isready -q -h 127.0.0.1 -p 5432 && return 0
+        sleep 0.5
+    done
+    die "PostgreSQL does not accept connections on 127.0.0.1:5432"
+}
+
+# psql as the postgres superuser through the local socket.
+pg_super() {
+    as_postgres psql -X -q -v ON_ERROR_STOP=1 "$@"
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the whole test suite against real services: installs and starts what the tests need
+# (PostgreSQL, sshd binaries, Python's cryptography for the Fernet interop test), builds, then runs
+# `cargo test` for the whole workspace. Safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
+ensure_packages gcc openssh-server openssh-client procps
+ensure_postgres
+python3 -c 'import cryptography' 2>/dev/null || ensure_packages python3-cryptography
+
+# A superuser for the tests, with a password, so that they work whatever pg_hba.conf says about TCP.
+pg_super <<'SQL'
+SELECT 'CREATE ROLE pgmon_test LOGIN SUPERUSER PASSWORD ''pgmon_test'''
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgmon_test') \gexec
+SQL
+export PGMON_TEST_PG_URL="${PGMON_TEST_PG_URL:-postgres://pgmon_test:pgmon_test@127.0.0.1:5432/postgres}"
+
+# Databases left behind by interrupted earlier runs.
+pg_super -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'pgmon\_test\_%'" | while read -r db; do
+    pg_super -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
+done
+
+log "building"
+cargo build --workspace --bins --tests --locked
+log "running the test suite"
+cargo test --workspace --locked -- --test-threads=4

@@ -1,0 +1,287 @@
+//! Login, refresh rotation and reuse, logout, revocation across restarts and instances, throttling.
+
+use super::{MANY_LOGINS, PW, with_users};
+use pgmon_tests::http::{self, call, cookie_pair};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::time::Duration;
+
+async fn refresh(base: &str, cookie: &str) -> (StatusCode, Value, Option<String>) {
+    let resp = http::client()
+        .post(format!("{base}/refresh"))
+        .header("cookie", cookie_pair(cookie))
+        .send()
+        .await
+        .expect("refresh");
+    let status = resp.status();
+    let set = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (status, resp.json().await.unwrap_or(Value::Null), set)
+}
+
+#[tokio::test]
+async fn login_returns_bearer_token_and_strict_httponly_cookie() {
+    let (_env, api) = with_users(MANY_LOGINS).await;
+    let (status, body, cookie) = http::login(&api.base, "admin", PW).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert!(
+        body["access_token"]
+            .as_str()
+            .is_some_and(|t| t.split('.').count() == 3)
+    );
+    let cookie = cookie.expect("refresh cookie");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    // The test config sets secure_cookies = false.
+    assert!(!cookie.contains("Secure"), "{cookie}");
+}
+
+#[tokio::test]
+async fn secure_cookie_by_default() {
+    let env = pgmon_tests::TestEnv::new("secure_cookies = true", "").await;
+    env.add_user("admin", "admin", PW);
+    let api = env.spawn_api().await;
+    let (_, _, cookie) = http::login(&api.base, "admin", PW).await;
+    assert!(cookie.expect("cookie").contains("; Secure"));
+}
+
+#[tokio::test]
+async fn unknown_login_and_wrong_password_look_the_same() {
+    let (_env, api) = with_users(MANY_LOGINS).await;
+    let (s1, b1, c1) = http::login(&api.base, "admin", "wrong-password").await;
+    let (s2, b2, c2) = http::login(&api.base, "nobody", "wrong-password").await;
+    let (s3, b3, _) = http::login(&api.base, "bad login with spaces", "wrong-password").await;
+    assert_eq!(s1, StatusCode::UNAUTHORIZED);
+    assert_eq!((s1, &b1), (s2, &b2));
+    assert_eq!((s1, &b1), (s3, &b3));
+    assert!(c1.is_none() && c2.is_none());
+    assert!(b1["detail"].is_string());
+}
+
+#[tokio::test]
+async fn python_bcrypt_hashes_verify() {
+    let (env, api) = with_users(MANY_LOGINS).await;
+    // Made by Python's bcrypt 5 (`bcrypt.hashpw(b"python-made-pass", bcrypt.gensalt(12))`).
+    let hash = "$2b$12$1ejdEKaoiQMZFIv41vwEqOE53u9CbB4Fao/4r17RI6SX8Aibl0YYq";
+    let pool = env.db.pool().await;
+    sqlx::query("INSERT INTO users (login, password_hash, role) VALUES ('legacy', $1, 'viewer')")
+        .bind(hash)
+        .execute(&pool)
+        .await
+        .expect("insert");
+    let (status, _, _) = http::login(&api.base, "legacy", "python-made-pass").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = http::login(&api.base, "legacy", "python-made-pasS").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_family() {
+    let (_env, api) = with_users(MANY_LOGINS).await;
+    let (_, body, cookie) = http::login(&api.base, "operator", PW).await;
+    let first_access = body["access_token"].as_str().expect("token").to_string();
+    let c1 = cookie.expect("cookie");
+    let (status, body, c2) = refresh(&api.base, &c1).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let c2 = c2.expect("rotated cookie");
+    assert_ne!(cookie_pair(&c1), cookie_pair(&c2));
+    let second_access = body["access_token"].as_str().expect("token").to_string();
+    assert_eq!(
+        call("GET", &api.url("/users/me"), Some(&second_access), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    // Replaying the first refresh token: refused, and the whole family dies with it.
+    assert_eq!(refresh(&api.base, &c1).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(refresh(&api.base, &c2).await.0, StatusCode::UNAUTHORIZED);
+    for t in [&first_access, &second_access] {
+        assert_eq!(
+            call("GET", &api.url("/users/me"), Some(t), None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Other sessions of the same user are untouched.
+    assert_eq!(http::login(&api.base, "operator", PW).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn parallel_refreshes_of_one_token_exactly_one_wins() {
+    let (_env, api) = with_users(MANY_LOGINS).await;
+    for _ in 0..3 {
+        let (_, _, cookie) = http::login(&api.base, "viewer", PW).await;
+        let cookie = cookie.expect("cookie");
+        let results = futures::future::join_all((0..4).map(|_| refresh(&api.base, &cookie))).await;
+        let ok = results.iter().filter(|r| r.0 == StatusCode::OK).count();
+        assert_eq!(ok, 1, "{:?}", results.iter().map(|r| r.0).collect::<Vec<_>>());
+        assert!(
+            results
+                .iter()
+                .all(|r| r.0 == StatusCode::OK || r.0 == StatusCode::UNAUTHORIZED)
+        );
+    }
+}
+
+#[tokio::test]
+async fn refresh_without_cookie_is_401() {
+    let (_env, api) = with_users(MANY_LOGINS).await;
+    let (status, body) = call("POST", &api.url("/refresh"), None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body["detail"].is_string());
+}
+
+#[tokio::test]
+async fn logout_revokes_access_and_refresh_across_restart_and_instances() {
+    let (env, mut api) = with_users(MANY_LOGINS).await;
+    let second = env.spawn_api().await;
+    let (_, body, cookie) = http::login(&api.base, "admin", PW).await;
+    let token = body["access_token"].as_str().expect("token").to_string();
+    let cookie = cookie.expect("cookie");
+    assert_eq!(
+        call("GET", &second.url("/users/me"), Some(&token), None).await.0,
+        StatusCode::OK
+    );
+
+    let resp = http::client()
+        .post(api.url("/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cleared = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(
+        cleared.starts_with("refresh_token=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+
+    assert_eq!(
+        call("GET", &api.url("/users/me"), Some(&token), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call("GET", &second.url("/users/me"), Some(&token), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(refresh(&second.base, &cookie).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call("POST", &api.url("/logout"), Some(&token), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    api.terminate(Duration::from_secs(15))
+        .await
+        .expect("api stops on SIGTERM");
+    let restarted = env.spawn_api().await;
+    assert_eq!(
+        call("GET", &restarted.url("/users/me"), Some(&token), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        refresh(&restarted.base, &cookie).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn sigterm_exits_cleanly() {
+    let (_env, mut api) = with_users(MANY_LOGINS).await;
+    let status = api.terminate(Duration::from_secs(15)).await.expect("exit");
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_login_and_per_ip() {
+    let (env, api) = with_users("login_attempts_per_minute = 3").await;
+    for _ in 0..3 {
+        assert_eq!(
+            http::login(&api.base, "admin", "wrong-password").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The fourth attempt is refused before the password is looked at, even the right one.
+    let resp = http::client()
+        .post(api.url("/token"))
+        .form(&[("username", "admin"), ("password", PW)])
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=61).contains(&retry), "{retry}");
+    let body: Value = resp.json().await.expect("json");
+    assert!(body["detail"].is_string());
+    // The same client IP is throttled for other logins too.
+    assert_eq!(
+        http::login(&api.base, "viewer", PW).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    let pool = env.db.pool().await;
+    let (failures, limited): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE event = 'login_failure'), count(*) FILTER (WHERE event = 'login_rate_limited')
+         FROM audit_sessions",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("audit");
+    assert_eq!((failures, limited), (3, 2));
+}
+
+#[tokio::test]
+async fn password_change_and_disabling_revoke_tokens() {
+    let (_env, api) = with_users(MANY_LOGINS).await;
+    let [admin, operator, viewer] = super::tokens(&api).await;
+    let body = serde_json::json!({"password": "a-brand-new-pass"});
+    assert_eq!(
+        call("PUT", &api.url("/users/operator"), Some(&admin), Some(&body))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call("GET", &api.url("/users/me"), Some(&operator), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        http::login(&api.base, "operator", PW).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        http::login(&api.base, "operator", "a-brand-new-pass").await.0,
+        StatusCode::OK
+    );
+
+    let body = serde_json::json!({"disabled": true});
+    assert_eq!(
+        call("PUT", &api.url("/users/viewer"), Some(&admin), Some(&body))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call("GET", &api.url("/users/me"), Some(&viewer), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        http::login(&api.base, "viewer", PW).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
