@@ -452,6 +452,12 @@ fn decrypt_with(text: &str, passphrase: Option<&str>) -> Result<PrivateKey, KeyE
     russh::keys::decode_secret_key(text, Some(pass)).map_err(|_| KeyError::WrongPassphrase)
 }
 
+/// The same key with another comment (the comment ends the public key line).
+pub fn with_comment(m: KeyMaterial, comment: &str) -> Result<KeyMaterial, KeyError> {
+    let key = russh::keys::decode_secret_key(&m.private_openssh, None).map_err(|_| KeyError::NotAKey)?;
+    material(key, comment)
+}
+
 /// Generates a key. RSA 4096 takes seconds: call it from `spawn_blocking`.
 pub fn generate_key(kind: KeyKind, comment: &str) -> Result<KeyMaterial, KeyError> {
     let mut rng = rand::rng();

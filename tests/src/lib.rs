@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod http;
+pub mod sshd;
 
 /// Admin URL of the PostgreSQL server the tests create databases on.
 pub fn pg_admin_url() -> String {

@@ -3,9 +3,25 @@
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod servers;
+pub mod ssh_keys;
 pub mod users;
 
 /// Every API of the service, in the order Swagger UI lists them.
-pub fn apis() -> (auth::AuthApi, users::UsersApi, audit::AuditApi, health::HealthApi) {
-    (auth::AuthApi, users::UsersApi, audit::AuditApi, health::HealthApi)
+pub fn apis() -> (
+    auth::AuthApi,
+    users::UsersApi,
+    servers::ServersApi,
+    ssh_keys::SshKeysApi,
+    audit::AuditApi,
+    health::HealthApi,
+) {
+    (
+        auth::AuthApi,
+        users::UsersApi,
+        servers::ServersApi,
+        ssh_keys::SshKeysApi,
+        audit::AuditApi,
+        health::HealthApi,
+    )
 }

@@ -3,7 +3,8 @@
 //! inside the changing transaction, so collectors reload exactly when the change is visible.
 
 use super::{Result, StoreError};
-use crate::crypto::Crypto;
+use crate::crypto::{Crypto, DecryptError};
+use crate::remote;
 use crate::ssh::{SshAuth, SshTarget};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -342,12 +343,30 @@ pub async fn clear_host_key(pool: &PgPool, name: &str) -> Result<ServerRow> {
     Ok(row)
 }
 
+/// How to connect to `server` as a PostgreSQL client, with its password decrypted in memory.
+pub fn remote_target(crypto: &Crypto, server: &ServerRow) -> Result<remote::Target, DecryptError> {
+    let password = server
+        .password_enc
+        .as_deref()
+        .map(|t| crypto.decrypt(t))
+        .transpose()?;
+    Ok(remote::Target {
+        host: server.host.clone(),
+        port: u16::try_from(server.port).unwrap_or(5432),
+        dbname: server.dbname.clone(),
+        user: server.username.clone(),
+        password,
+        // The table's CHECK admits only valid values; the strictest mode is the safe fallback.
+        sslmode: server.sslmode.parse().unwrap_or(remote::SslMode::VerifyFull),
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SshTargetError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Decrypt(#[from] crate::crypto::DecryptError),
+    Decrypt(#[from] DecryptError),
     #[error("SSH is enabled but neither a key nor a password is configured")]
     NoCredentials,
 }

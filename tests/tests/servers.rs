@@ -1,0 +1,525 @@
+//! `/servers`: CRUD and validation, roles, secrets never returned, Fernet interop with Python,
+//! `NOTIFY pgmon_servers`, and `test-connection` against real PostgreSQL servers.
+
+use pgmon_tests::{Proc, TestEnv, http};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+struct Setup {
+    env: TestEnv,
+    api: Proc,
+    admin: String,
+    operator: String,
+    viewer: String,
+}
+
+async fn setup() -> Setup {
+    let env = TestEnv::new("login_attempts_per_minute = 1000", "").await;
+    env.add_user("admin", "admin", "admin-password-1");
+    env.add_user("op", "operator", "operator-password-1");
+    env.add_user("view", "viewer", "viewer-password-1");
+    let api = env.spawn_api().await;
+    let admin = http::token(&api.base, "admin", "admin-password-1").await;
+    let operator = http::token(&api.base, "op", "operator-password-1").await;
+    let viewer = http::token(&api.base, "view", "viewer-password-1").await;
+    Setup {
+        env,
+        api,
+        admin,
+        operator,
+        viewer,
+    }
+}
+
+/// Sends a request and returns the status and the raw body text (to search for leaked secrets).
+async fn raw(method: &str, url: &str, token: &str, body: Option<&Value>) -> (StatusCode, String) {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = http::client().request(m, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send().await.expect("request");
+    (resp.status(), resp.text().await.unwrap_or_default())
+}
+
+fn local_pg(name: &str) -> Value {
+    json!({"name": name, "host": "127.0.0.1", "port": 5432, "username": "postgres", "sslmode": "disable"})
+}
+
+#[tokio::test]
+async fn crud_defaults_validation_and_rename() {
+    let s = setup().await;
+    let url = s.api.url("/servers");
+    let (st, created) = http::call(
+        "POST",
+        &url,
+        Some(&s.operator),
+        Some(&json!({"name": "prod-1", "host": "db1.example.net", "username": "pgmon", "password": "pw-1"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{created}");
+    assert_eq!(created["port"], 5432);
+    assert_eq!(created["dbname"], "postgres");
+    assert_eq!(created["sslmode"], "prefer");
+    assert_eq!(created["pool"], "default");
+    assert_eq!(created["enabled"], true);
+    assert_eq!(created["has_password"], true);
+    assert_eq!(created["ssh"], Value::Null);
+    assert!(created["created_at"].is_string() && created["updated_at"].is_string());
+
+    let (st, body) = http::call("POST", &url, Some(&s.admin), Some(&local_pg("prod-1"))).await;
+    assert_eq!(st, StatusCode::CONFLICT, "duplicate name: {body}");
+
+    let bad_inputs = [
+        json!({"name": "-bad", "host": "h", "username": "u"}),
+        json!({"name": "a b", "host": "h", "username": "u"}),
+        json!({"name": "x".repeat(65), "host": "h", "username": "u"}),
+        json!({"name": "p2", "host": "h", "username": "u", "port": 0}),
+        json!({"name": "p2", "host": "h", "username": "u", "port": 65536}),
+        json!({"name": "p2", "host": "db host", "username": "u"}),
+        json!({"name": "p2", "host": "h dbname=evil", "username": "u"}),
+        json!({"name": "p2", "host": "postgres://h/db", "username": "u"}),
+        json!({"name": "p2", "host": "h", "username": "u", "sslmode": "allow"}),
+        json!({"name": "p2", "host": "h", "username": "u", "pool": "huge"}),
+        json!({"name": "p2", "host": "h", "username": "u", "ssh": {"port": 0, "password": "x"}}),
+        json!({"name": "p2", "host": "h", "username": "u", "ssh": {"data_path": "relative", "password": "x"}}),
+        json!({"name": "p2", "host": "h", "username": "u", "ssh": {}}),
+        json!({"name": "p2", "host": "h", "username": "u", "ssh": {"key_id": uuid::Uuid::new_v4()}}),
+        json!({"name": "p2", "username": "u"}),
+    ];
+    for b in &bad_inputs {
+        let (st, body) = http::call("POST", &url, Some(&s.admin), Some(b)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{b} -> {body}");
+        assert!(body["detail"].is_string(), "{body}");
+    }
+    let (st, _) = http::call(
+        "POST",
+        &url,
+        Some(&s.admin),
+        Some(&json!({"name": "p2", "host": "h", "username": "u", "colour": "red"})),
+    )
+    .await;
+    assert!(
+        st == StatusCode::BAD_REQUEST || st == StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown field: {st}"
+    );
+    let (_, list) = http::call("GET", &url, Some(&s.viewer), None).await;
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(1),
+        "no invalid server was stored: {list}"
+    );
+
+    // SSH settings with defaults taken from the server.
+    let (st, updated) = http::call(
+        "PUT",
+        &s.api.url("/servers/prod-1"),
+        Some(&s.admin),
+        Some(&json!({"ssh": {"password": "ssh-pw"}, "description": "primary"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{updated}");
+    assert_eq!(updated["has_password"], true, "an omitted password is kept");
+    assert_eq!(updated["description"], "primary");
+    assert_eq!(updated["username"], "pgmon", "omitted fields keep their values");
+    let ssh = &updated["ssh"];
+    assert_eq!(ssh["host"], "db1.example.net");
+    assert_eq!(ssh["port"], 22);
+    assert_eq!(ssh["username"], "postgres");
+    assert_eq!(ssh["data_path"], "/");
+    assert_eq!(ssh["has_password"], true);
+    assert_eq!(ssh["host_key_fingerprint"], Value::Null);
+
+    // Rename, and clear the password.
+    let (st, renamed) = http::call(
+        "PUT",
+        &s.api.url("/servers/prod-1"),
+        Some(&s.operator),
+        Some(&json!({"name": "prod-2", "password": null, "port": 6432})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{renamed}");
+    assert_eq!(
+        renamed["id"], created["id"],
+        "a rename keeps the id the stats refer to"
+    );
+    assert_eq!(renamed["has_password"], false);
+    assert_eq!(renamed["port"], 6432);
+    assert_eq!(
+        renamed["ssh"]["has_password"], true,
+        "ssh settings were left out, so kept"
+    );
+    let (st, _) = http::call("GET", &s.api.url("/servers/prod-1"), Some(&s.viewer), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, got) = http::call("GET", &s.api.url("/servers/prod-2"), Some(&s.viewer), None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(got["name"], "prod-2");
+
+    // Turn SSH off.
+    let (_, off) = http::call(
+        "PUT",
+        &s.api.url("/servers/prod-2"),
+        Some(&s.admin),
+        Some(&json!({"ssh": null})),
+    )
+    .await;
+    assert_eq!(off["ssh"], Value::Null);
+
+    // A rename onto an existing name is a conflict.
+    let (st, _) = http::call("POST", &url, Some(&s.admin), Some(&local_pg("other"))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, _) = http::call(
+        "PUT",
+        &s.api.url("/servers/other"),
+        Some(&s.admin),
+        Some(&json!({"name": "prod-2"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+
+    let (st, _) = http::call("DELETE", &s.api.url("/servers/prod-2"), Some(&s.operator), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = http::call("GET", &s.api.url("/servers/prod-2"), Some(&s.admin), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = http::call("DELETE", &s.api.url("/servers/prod-2"), Some(&s.admin), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = http::call(
+        "PUT",
+        &s.api.url("/servers/nope"),
+        Some(&s.admin),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn viewers_read_only_and_anonymous_refused() {
+    let s = setup().await;
+    let (st, _) = http::call(
+        "POST",
+        &s.api.url("/servers"),
+        Some(&s.admin),
+        Some(&local_pg("db")),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    for (method, path, body) in [
+        ("POST", "/servers", Some(local_pg("db2"))),
+        ("PUT", "/servers/db", Some(json!({"description": "x"}))),
+        ("DELETE", "/servers/db", None),
+        ("DELETE", "/servers/db/ssh-host-key", None),
+        ("POST", "/servers/db/test-connection", None),
+        ("POST", "/servers/db/test-ssh", None),
+    ] {
+        let (st, body) = http::call(method, &s.api.url(path), Some(&s.viewer), body.as_ref()).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "viewer {method} {path}: {body}");
+        let (st, _) = http::call(method, &s.api.url(path), None, None).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "anonymous {method} {path}");
+    }
+    for path in ["/servers", "/servers/db"] {
+        let (st, _) = http::call("GET", &s.api.url(path), Some(&s.viewer), None).await;
+        assert_eq!(st, StatusCode::OK, "viewer GET {path}");
+        let (st, _) = http::call("GET", &s.api.url(path), None, None).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "anonymous GET {path}");
+    }
+    let (st, _) = http::call(
+        "DELETE",
+        &s.api.url("/servers/db/ssh-host-key"),
+        Some(&s.operator),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (_, got) = http::call("GET", &s.api.url("/servers/db"), Some(&s.viewer), None).await;
+    assert_eq!(got["description"], "", "the viewer's PUT changed nothing");
+}
+
+/// Decrypts a Fernet token with Python's `cryptography` (the original backend's library).
+fn python_decrypt(key: &str, token: &str) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys; from cryptography.fernet import Fernet; \
+             print(Fernet(sys.argv[1].encode()).decrypt(sys.argv[2].encode()).decode(), end='')",
+            key,
+            token,
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("python3 with cryptography (apt install python3-cryptography)");
+    assert!(out.status.success(), "python could not decrypt the token");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[tokio::test]
+async fn secrets_never_leave_encrypted_and_python_reads_them() {
+    let s = setup().await;
+    let pg_pw = "Pg-Secret-7f3a9";
+    let ssh_pw = "Ssh-Secret-2b8c1";
+    let body = json!({"name": "sec", "host": "10.1.2.3", "username": "mon", "password": pg_pw,
+                      "ssh": {"username": "ops", "password": ssh_pw, "data_path": "/var/lib/postgresql"}});
+    let mut texts = Vec::new();
+    let (st, t) = raw("POST", &s.api.url("/servers"), &s.operator, Some(&body)).await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    texts.push(t);
+    texts.push(raw("GET", &s.api.url("/servers"), &s.viewer, None).await.1);
+    texts.push(raw("GET", &s.api.url("/servers/sec"), &s.admin, None).await.1);
+    texts.push(
+        raw(
+            "PUT",
+            &s.api.url("/servers/sec"),
+            &s.admin,
+            Some(&json!({"password": "New-Pg-Secret-1"})),
+        )
+        .await
+        .1,
+    );
+    texts.push(raw("GET", &s.api.url("/openapi.json"), &s.admin, None).await.1);
+    for t in &texts {
+        for secret in [pg_pw, ssh_pw, "New-Pg-Secret-1"] {
+            assert!(!t.contains(secret), "a response contains a secret: {t}");
+        }
+        assert!(
+            !t.contains("password_enc"),
+            "a response names the encrypted column: {t}"
+        );
+    }
+    assert!(
+        !s.api.logs().contains(pg_pw) && !s.api.logs().contains(ssh_pw),
+        "a secret was logged"
+    );
+
+    let pool = s.env.db.pool().await;
+    let (pw_enc, ssh_enc): (String, String) =
+        sqlx::query_as("SELECT password_enc, ssh_password_enc FROM servers WHERE name = 'sec'")
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+    assert!(!pw_enc.contains("New-Pg-Secret-1") && !ssh_enc.contains(ssh_pw));
+    assert_eq!(python_decrypt(&s.env.fernet_key, &pw_enc), "New-Pg-Secret-1");
+    assert_eq!(python_decrypt(&s.env.fernet_key, &ssh_enc), ssh_pw);
+}
+
+#[tokio::test]
+async fn every_change_notifies_collectors_with_the_server_name() {
+    let s = setup().await;
+    let mut listener = sqlx::postgres::PgListener::connect(&s.env.db.url)
+        .await
+        .expect("listener");
+    listener.listen("pgmon_servers").await.expect("LISTEN");
+    let base = s.api.url("/servers");
+    assert_eq!(
+        http::call("POST", &base, Some(&s.admin), Some(&local_pg("n1")))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let put = json!({"description": "d"});
+    assert_eq!(
+        http::call("PUT", &format!("{base}/n1"), Some(&s.admin), Some(&put))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let rename = json!({"name": "n2"});
+    assert_eq!(
+        http::call("PUT", &format!("{base}/n1"), Some(&s.admin), Some(&rename))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let st = http::call("DELETE", &format!("{base}/n2/ssh-host-key"), Some(&s.admin), None)
+        .await
+        .0;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let st = http::call("DELETE", &format!("{base}/n2"), Some(&s.admin), None)
+        .await
+        .0;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    // A refused change sends nothing.
+    let st = http::call("POST", &base, Some(&s.viewer), Some(&local_pg("n3")))
+        .await
+        .0;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+            .await
+            .expect("a notification within 5 s")
+            .expect("notification");
+        got.push(n.payload().to_string());
+    }
+    assert_eq!(got, ["n1", "n1", "n1", "n2", "n2", "n2"]);
+    let extra = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await;
+    assert!(extra.is_err(), "unexpected notification: {extra:?}");
+}
+
+/// A private PostgreSQL cluster with scram-sha-256 authentication, so that a wrong password fails
+/// (the shared test server trusts everybody). Run as the `postgres` user, since initdb refuses root.
+struct ScramCluster {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+const SCRAM_PASSWORD: &str = "right-password-1";
+
+impl ScramCluster {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, SCRAM_PASSWORD).expect("pwfile");
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres", &dir.path().display().to_string()])
+            .status()
+            .expect("chown");
+        assert!(chown.success());
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/initdb"), "-D"])
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=scram-sha-256", "--pwfile"])
+            .arg(&pwfile)
+            .output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let child = Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/postgres"), "-D"])
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-k"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("postgres");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(format!("{PG_BIN}/pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private postgres did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for ScramCluster {
+    fn drop(&mut self) {
+        // runuser forwards SIGTERM to postgres (smart shutdown); kill it if it lingers.
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn test_connection_reports_version_or_error_class() {
+    let s = setup().await;
+    let cluster = ScramCluster::start();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let servers = [
+        json!({"name": "good", "host": "127.0.0.1", "port": 5432, "username": "postgres", "sslmode": "disable"}),
+        json!({"name": "scram-good", "host": "127.0.0.1", "port": cluster.port, "username": "postgres",
+               "password": SCRAM_PASSWORD, "sslmode": "disable"}),
+        json!({"name": "scram-bad", "host": "127.0.0.1", "port": cluster.port, "username": "postgres",
+               "password": "wrong-password-9", "sslmode": "disable"}),
+        json!({"name": "closed", "host": "127.0.0.1", "port": closed_port, "username": "postgres",
+               "password": "wrong-password-9"}),
+        json!({"name": "tls-require", "host": "127.0.0.1", "port": 5432, "username": "postgres",
+               "sslmode": "require"}),
+        json!({"name": "tls-verify", "host": "127.0.0.1", "port": 5432, "username": "postgres",
+               "sslmode": "verify-full"}),
+    ];
+    for b in &servers {
+        let (st, body) = http::call("POST", &s.api.url("/servers"), Some(&s.admin), Some(b)).await;
+        assert_eq!(st, StatusCode::CREATED, "{body}");
+    }
+    let probe = |name: &str| {
+        let url = s.api.url(&format!("/servers/{name}/test-connection"));
+        let token = s.operator.clone();
+        async move {
+            let (st, body) = raw("POST", &url, &token, None).await;
+            assert_eq!(st, StatusCode::OK, "{body}");
+            assert!(
+                !body.contains("wrong-password-9") && !body.contains(SCRAM_PASSWORD),
+                "{body}"
+            );
+            serde_json::from_str::<Value>(&body).expect("json")
+        }
+    };
+    for name in ["good", "scram-good"] {
+        let r = probe(name).await;
+        assert_eq!(r["ok"], true, "{name}: {r}");
+        assert!(r["version"].as_str().is_some_and(|v| v.starts_with("15.")), "{r}");
+        assert_eq!(r["in_recovery"], false);
+        assert!(r["latency_ms"].as_f64().is_some_and(|l| l >= 0.0));
+    }
+    let r = probe("scram-bad").await;
+    assert_eq!(
+        (r["ok"].clone(), r["error"].clone()),
+        (json!(false), json!("auth_failed")),
+        "{r}"
+    );
+    assert!(r["message"].is_string());
+    let r = probe("closed").await;
+    assert_eq!(r["error"], "unreachable", "{r}");
+    // libpq semantics: `require` encrypts without checking the certificate, `verify-full` checks it
+    // (the test server's is Debian's self-signed snakeoil certificate, when TLS is on at all).
+    let pool = s.env.db.pool().await;
+    let ssl: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&pool)
+        .await
+        .expect("SHOW ssl");
+    let r = probe("tls-require").await;
+    assert_eq!(r["ok"], ssl == "on", "{r}");
+    let r = probe("tls-verify").await;
+    assert_eq!(r["ok"], false, "{r}");
+    if ssl == "on" {
+        assert_eq!(r["error"], "tls", "{r}");
+    }
+    let (st, _) = http::call(
+        "POST",
+        &s.api.url("/servers/ghost/test-connection"),
+        Some(&s.admin),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,300 @@
+//! `POST /servers/{name}/test-ssh` against a real sshd: key and password logins, trust on first use of
+//! the host key, and every error class.
+
+use pgmon_tests::sshd::{Sshd, TEST_PASSWORD, TEST_USER, fingerprint_of, ssh_keygen};
+use pgmon_tests::{Proc, TestEnv, http};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Setup {
+    env: TestEnv,
+    api: Proc,
+    admin: String,
+    operator: String,
+}
+
+async fn setup() -> Setup {
+    let env = TestEnv::new("login_attempts_per_minute = 1000", "").await;
+    env.add_user("admin", "admin", "admin-password-1");
+    env.add_user("op", "operator", "operator-password-1");
+    let api = env.spawn_api().await;
+    let admin = http::token(&api.base, "admin", "admin-password-1").await;
+    let operator = http::token(&api.base, "op", "operator-password-1").await;
+    Setup {
+        env,
+        api,
+        admin,
+        operator,
+    }
+}
+
+impl Setup {
+    async fn add_server(&self, name: &str, port: u16, ssh: Value) {
+        let mut ssh = ssh;
+        ssh["host"] = json!("127.0.0.1");
+        ssh["port"] = json!(port);
+        ssh["username"] = json!(TEST_USER);
+        let body = json!({"name": name, "host": "127.0.0.1", "username": "postgres", "ssh": ssh});
+        let (st, b) = http::call("POST", &self.api.url("/servers"), Some(&self.admin), Some(&body)).await;
+        assert_eq!(st, StatusCode::CREATED, "{b}");
+    }
+
+    async fn test_ssh(&self, name: &str) -> Value {
+        let resp = http::client()
+            .post(self.api.url(&format!("/servers/{name}/test-ssh")))
+            .bearer_auth(&self.operator)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .expect("test-ssh");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let text = resp.text().await.expect("body");
+        assert!(!text.contains(TEST_PASSWORD), "the password came back: {text}");
+        serde_json::from_str(&text).expect("json")
+    }
+}
+
+fn assert_ok(r: &Value, sshd: &Sshd) {
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["host_key_fingerprint"], sshd.host_fingerprint(), "{r}");
+    let disk = &r["disk"];
+    let total = disk["total_bytes"].as_u64().expect("total");
+    let used = disk["used_bytes"].as_u64().expect("used");
+    let avail = disk["available_bytes"].as_u64().expect("available");
+    assert!(total > 0 && used <= total && avail <= total, "{disk}");
+    assert!(
+        disk["mount"].as_str().is_some_and(|m| m.starts_with('/')),
+        "{disk}"
+    );
+    assert!(r["latency_ms"].as_f64().is_some_and(|l| l > 0.0));
+}
+
+#[tokio::test]
+async fn generated_key_pins_the_host_key_then_refuses_a_changed_one_until_cleared() {
+    let s = setup().await;
+    let mut sshd = Sshd::start();
+    let (st, key) = http::call(
+        "POST",
+        &s.api.url("/ssh-keys/generate"),
+        Some(&s.admin),
+        Some(&json!({"name": "gen", "type": "ed25519"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{key}");
+    sshd.authorize(key["public_key"].as_str().expect("public_key"));
+    s.add_server("h1", sshd.port, json!({"key_id": key["id"], "data_path": "/tmp"}))
+        .await;
+
+    let first = s.test_ssh("h1").await;
+    assert_ok(&first, &sshd);
+    let (_, server) = http::call("GET", &s.api.url("/servers/h1"), Some(&s.admin), None).await;
+    assert_eq!(
+        server["ssh"]["host_key_fingerprint"],
+        sshd.host_fingerprint(),
+        "pinned at first contact"
+    );
+    assert_ok(&s.test_ssh("h1").await, &sshd);
+
+    let old = sshd.host_fingerprint();
+    sshd.replace_host_key();
+    let new = sshd.host_fingerprint();
+    assert_ne!(old, new);
+    let r = s.test_ssh("h1").await;
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["error"], "host_key_mismatch", "{r}");
+    assert_eq!(r["host_key_fingerprint"], new);
+    let (_, server) = http::call("GET", &s.api.url("/servers/h1"), Some(&s.admin), None).await;
+    assert_eq!(
+        server["ssh"]["host_key_fingerprint"], old,
+        "a mismatch keeps the pin"
+    );
+
+    let (st, _) = http::call(
+        "DELETE",
+        &s.api.url("/servers/h1/ssh-host-key"),
+        Some(&s.operator),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_ok(&s.test_ssh("h1").await, &sshd);
+    let (_, server) = http::call("GET", &s.api.url("/servers/h1"), Some(&s.admin), None).await;
+    assert_eq!(
+        server["ssh"]["host_key_fingerprint"], new,
+        "the new key is pinned"
+    );
+}
+
+#[tokio::test]
+async fn imported_rsa_and_encrypted_keys_log_in_and_a_wrong_key_is_auth_failed() {
+    let s = setup().await;
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ids = Vec::new();
+    for (name, args, pass) in [
+        (
+            "rsa-pem",
+            vec!["-t", "rsa", "-b", "3072", "-m", "PEM", "-N", ""],
+            None,
+        ),
+        (
+            "ed-enc",
+            vec!["-t", "ed25519", "-N", "imp-pass-1"],
+            Some("imp-pass-1"),
+        ),
+        ("unauthorized", vec!["-t", "ed25519", "-N", ""], None),
+    ] {
+        let path = dir.path().join(name);
+        let p = path.display().to_string();
+        let mut all = vec!["-q", "-C", "t@test", "-f", p.as_str()];
+        all.extend(args);
+        ssh_keygen(&all);
+        let public = std::fs::read_to_string(dir.path().join(format!("{name}.pub"))).expect("pub");
+        if name != "unauthorized" {
+            sshd.authorize(&public);
+        }
+        let private = std::fs::read_to_string(&path).expect("key");
+        let (st, key) = http::call(
+            "POST",
+            &s.api.url("/ssh-keys/import"),
+            Some(&s.admin),
+            Some(&json!({"name": name, "private_key": private, "passphrase": pass})),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{key}");
+        assert_eq!(
+            key["fingerprint"],
+            fingerprint_of(&dir.path().join(format!("{name}.pub")))
+        );
+        ids.push((name, key["id"].clone()));
+    }
+    for (name, id) in &ids {
+        s.add_server(name, sshd.port, json!({"key_id": id})).await;
+    }
+    assert_ok(&s.test_ssh("rsa-pem").await, &sshd);
+    assert_ok(&s.test_ssh("ed-enc").await, &sshd);
+    let r = s.test_ssh("unauthorized").await;
+    assert_eq!(
+        (r["ok"].clone(), r["error"].clone()),
+        (json!(false), json!("auth_failed")),
+        "{r}"
+    );
+    let (_, server) = http::call("GET", &s.api.url("/servers/unauthorized"), Some(&s.admin), None).await;
+    assert_eq!(
+        server["ssh"]["host_key_fingerprint"],
+        Value::Null,
+        "only a successful login pins"
+    );
+}
+
+/// Encrypts with Python's `cryptography.fernet`, as the original backend stored secrets.
+fn python_encrypt(key: &str, plain: &str) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys; from cryptography.fernet import Fernet; \
+             print(Fernet(sys.argv[1].encode()).encrypt(sys.argv[2].encode()).decode(), end='')",
+            key,
+            plain,
+        ])
+        .output()
+        .expect("python3 with cryptography");
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[tokio::test]
+async fn password_login_including_a_password_encrypted_by_python() {
+    let s = setup().await;
+    let sshd = Sshd::start();
+    s.add_server(
+        "pw",
+        sshd.port,
+        json!({"password": TEST_PASSWORD, "data_path": "/"}),
+    )
+    .await;
+    assert_ok(&s.test_ssh("pw").await, &sshd);
+
+    s.add_server("wrong-pw", sshd.port, json!({"password": "not-the-password"}))
+        .await;
+    let r = s.test_ssh("wrong-pw").await;
+    assert_eq!(r["error"], "auth_failed", "{r}");
+
+    // A token written by Python's Fernet with the same key file decrypts and logs in.
+    let pool = s.env.db.pool().await;
+    let token = python_encrypt(&s.env.fernet_key, TEST_PASSWORD);
+    sqlx::query("UPDATE servers SET ssh_password_enc = $1 WHERE name = 'wrong-pw'")
+        .bind(&token)
+        .execute(&pool)
+        .await
+        .expect("update");
+    assert_ok(&s.test_ssh("wrong-pw").await, &sshd);
+}
+
+#[tokio::test]
+async fn unreachable_silent_peer_and_failing_command() {
+    let s = setup().await;
+    let sshd = Sshd::start();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    s.add_server("closed", closed, json!({"password": TEST_PASSWORD}))
+        .await;
+    let r = s.test_ssh("closed").await;
+    assert_eq!(r["error"], "unreachable", "{r}");
+
+    // Accepts TCP, never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = silent.accept().await {
+            held.push(sock);
+        }
+    });
+    s.add_server("silent", silent_port, json!({"password": TEST_PASSWORD}))
+        .await;
+    let started = Instant::now();
+    let r = s.test_ssh("silent").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "test-ssh must answer within 15 s"
+    );
+    assert_eq!(r["error"], "timeout", "{r}");
+    hold.abort();
+
+    // The data path reaches df as one quoted word: no shell injection, just a failing df.
+    let marker = std::env::temp_dir().join(format!("pgmon-injected-{}", uuid::Uuid::new_v4().simple()));
+    let path = format!("/nonexistent'; touch {}; echo '", marker.display());
+    s.add_server(
+        "inject",
+        sshd.port,
+        json!({"password": TEST_PASSWORD, "data_path": path}),
+    )
+    .await;
+    let r = s.test_ssh("inject").await;
+    assert_eq!(r["error"], "command_failed", "{r}");
+    assert!(!marker.exists(), "the data path was executed by the shell");
+    // Only a complete success pins the host key.
+    let (_, server) = http::call("GET", &s.api.url("/servers/inject"), Some(&s.admin), None).await;
+    assert_eq!(server["ssh"]["host_key_fingerprint"], Value::Null);
+
+    // No SSH settings at all: a client error, not a probe result.
+    let body = json!({"name": "nossh", "host": "127.0.0.1", "username": "postgres"});
+    http::call("POST", &s.api.url("/servers"), Some(&s.admin), Some(&body)).await;
+    let (st, _) = http::call(
+        "POST",
+        &s.api.url("/servers/nossh/test-ssh"),
+        Some(&s.operator),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}
