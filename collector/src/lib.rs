@@ -1,11 +1,119 @@
-//! pgmon-collector: snapshots every monitored server into the `pam_stats` store on schedules.
+//! pgmon-collector: snapshots every enabled monitored server into the `pam_stats` store on four
+//! schedules (stats, sizes, db_info, maintenance).
+//!
+//! Layout: [`servers`] keeps the list of servers and their back-off, [`queries`] is everything run on a
+//! monitored server, [`tasks`] collects one slot of one task, [`writer`] buffers and writes snapshots,
+//! and [`scheduler`] runs it all as a service.
 
-use pgmon_shared::{Config, store};
+pub mod queries;
+pub mod scheduler;
+pub mod servers;
+pub mod tasks;
+pub mod writer;
 
-/// Connects to the store and applies migrations.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let pool = store::connect_lazy(&cfg.store, "pgmon-collector")?;
-    store::migrate(&pool).await?;
-    tracing::info!("store migrated");
-    Ok(())
+use anyhow::Context as _;
+use pgmon_shared::crypto::Crypto;
+use pgmon_shared::{Config, secrets, store};
+use sqlx::PgPool;
+use std::path::PathBuf;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub use tasks::Task;
+
+/// `application_name` of every session the collector opens, on the store and on monitored servers.
+pub const APP_NAME: &str = "pgmon-collector";
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "pgmon-collector",
+    version,
+    about = "pgmon collector: snapshots monitored servers"
+)]
+pub struct Cli {
+    /// Config file; else $PGMON_CONFIG, else /etc/pgmon/pgmon.toml.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run the schedules until SIGTERM (the default).
+    Run,
+    /// Collect the current slot of one task (or all) now, print a summary and exit.
+    Once {
+        #[arg(long, value_enum, default_value = "all")]
+        task: TaskArg,
+    },
+    /// Apply pending store migrations and exit.
+    Migrate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskArg {
+    Stats,
+    Sizes,
+    #[value(name = "db_info")]
+    DbInfo,
+    Maintenance,
+    All,
+}
+
+impl TaskArg {
+    fn tasks(self) -> Vec<Task> {
+        match self {
+            TaskArg::Stats => vec![Task::Stats],
+            TaskArg::Sizes => vec![Task::Sizes],
+            TaskArg::DbInfo => vec![Task::DbInfo],
+            TaskArg::Maintenance => vec![Task::Maintenance],
+            // Maintenance first: it creates the partitions the others write into.
+            TaskArg::All => vec![Task::Maintenance, Task::DbInfo, Task::Stats, Task::Sizes],
+        }
+    }
+}
+
+/// What every task needs; cheap to share behind an `Arc`.
+pub struct Ctx {
+    pub cfg: Config,
+    pub pool: PgPool,
+    pub crypto: Crypto,
+    pub instance: Uuid,
+    pub writer: Arc<writer::Writer>,
+    pub servers: servers::Registry,
+}
+
+impl Ctx {
+    fn new(cfg: Config) -> anyhow::Result<Self> {
+        let pool = store::connect_lazy(&cfg.store, APP_NAME)?;
+        // Server passwords are Fernet tokens: the collector needs the same key file as the API.
+        let crypto = secrets::load_crypto(&cfg)?;
+        let writer = Arc::new(writer::Writer::new(cfg.collector.buffer_max_rows));
+        Ok(Self {
+            cfg,
+            pool,
+            crypto,
+            instance: Uuid::new_v4(),
+            writer,
+            servers: servers::Registry::default(),
+        })
+    }
+}
+
+/// Runs the command line's command.
+pub async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Migrate => {
+            let pool = store::connect_lazy(&cfg.store, APP_NAME)?;
+            store::migrate(&pool).await.context("migrate")?;
+            println!(
+                "pgmon-collector: store schema at version {}",
+                store::schema_version(&pool).await?
+            );
+            Ok(())
+        }
+        Command::Run => scheduler::run(Arc::new(Ctx::new(cfg)?)).await,
+        Command::Once { task } => scheduler::once(Arc::new(Ctx::new(cfg)?), &task.tasks()).await,
+    }
 }

@@ -1,8 +1,11 @@
+use clap::Parser;
+use pgmon_collector::Cli;
 use pgmon_shared::{Config, telemetry};
 
 #[tokio::main]
 async fn main() {
-    let cfg = match Config::load(&Config::resolve_path(None)) {
+    let cli = Cli::parse();
+    let cfg = match Config::load(&Config::resolve_path(cli.config.as_deref())) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("pgmon-collector: {e}");
@@ -10,7 +13,7 @@ async fn main() {
         }
     };
     telemetry::init(&cfg.log);
-    if let Err(e) = pgmon_collector::run(cfg).await {
+    if let Err(e) = pgmon_collector::run(cli, cfg).await {
         eprintln!("pgmon-collector: {e:#}");
         std::process::exit(1);
     }

@@ -2,8 +2,10 @@
 //! stats. SQL lives beside the function that runs it, one module per table family.
 
 pub mod audit;
+pub mod collectors;
 pub mod servers;
 pub mod ssh_keys;
+pub mod stats;
 pub mod tokens;
 pub mod users;
 

@@ -1,0 +1,301 @@
+//! The write path: snapshots queue here in the order they were taken and are written in that order,
+//! several per transaction, each whole or not at all.
+//!
+//! While the store is unreachable the queue grows up to `collector.buffer_max_rows`; beyond it the
+//! oldest snapshots are dropped, counted and logged. A batch the store refuses for another reason
+//! (a bug, a constraint) is retried a few times, then written alone and dropped if it still fails, so
+//! one bad batch never blocks the others.
+
+use chrono::{DateTime, Utc};
+use pgmon_shared::store::collectors::{self, DatabaseInfo};
+use pgmon_shared::store::stats::{self, AvailabilityRow, DbSizeRow, DiskUsageRow, StatDatabaseRow};
+use pgmon_shared::store::StoreError;
+use sqlx::PgPool;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Rows written per transaction at most (a batch is never split).
+const GROUP_ROWS: usize = 20_000;
+/// Attempts of a group the store refuses for a reason other than being unreachable.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// One snapshot of one server, written atomically.
+#[derive(Debug, Clone)]
+pub enum Batch {
+    Stats {
+        availability: AvailabilityRow,
+        rows: Vec<StatDatabaseRow>,
+    },
+    Sizes {
+        rows: Vec<DbSizeRow>,
+        disk: Option<DiskUsageRow>,
+    },
+    DbInfo {
+        server_id: i64,
+        seen_at: DateTime<Utc>,
+        dbs: Vec<DatabaseInfo>,
+    },
+}
+
+impl Batch {
+    /// Rows the batch holds, as counted against the buffer bound.
+    pub fn rows(&self) -> usize {
+        match self {
+            Batch::Stats { rows, .. } => rows.len() + 1,
+            Batch::Sizes { rows, disk } => rows.len() + usize::from(disk.is_some()),
+            Batch::DbInfo { dbs, .. } => dbs.len().max(1),
+        }
+    }
+
+    fn slots(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Batch::Stats { availability, .. } => Some(availability.slot),
+            Batch::Sizes { rows, disk } => rows.first().map(|r| r.slot).or(disk.as_ref().map(|d| d.slot)),
+            Batch::DbInfo { .. } => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Batch>,
+    queued_rows: usize,
+    in_flight_rows: usize,
+    written_rows: u64,
+    dropped_rows: u64,
+}
+
+/// Counters for summaries and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    pub pending_rows: usize,
+    pub written_rows: u64,
+    pub dropped_rows: u64,
+}
+
+pub struct Writer {
+    state: Mutex<State>,
+    wake: Notify,
+    max_rows: usize,
+}
+
+impl Writer {
+    pub fn new(max_rows: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            max_rows: max_rows.max(1),
+        }
+    }
+
+    /// Queues a snapshot; drops the oldest ones when the bound is passed.
+    pub fn push(&self, batch: Batch) {
+        let mut dropped = 0usize;
+        if let Ok(mut s) = self.state.lock() {
+            s.queued_rows += batch.rows();
+            s.queue.push_back(batch);
+            while s.queued_rows + s.in_flight_rows > self.max_rows && s.queue.len() > 1 {
+                if let Some(old) = s.queue.pop_front() {
+                    s.queued_rows -= old.rows();
+                    dropped += old.rows();
+                }
+            }
+            s.dropped_rows += dropped as u64;
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped_rows = dropped,
+                    dropped_total = s.dropped_rows,
+                    buffer_max_rows = self.max_rows,
+                    "snapshot buffer full: dropped the oldest snapshots"
+                );
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        self.state
+            .lock()
+            .map(|s| WriterStats {
+                pending_rows: s.queued_rows + s.in_flight_rows,
+                written_rows: s.written_rows,
+                dropped_rows: s.dropped_rows,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until everything queued so far is written, or `timeout` passes; true when empty.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stats().pending_rows == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn take_group(&self) -> Vec<Batch> {
+        let Ok(mut s) = self.state.lock() else {
+            return Vec::new();
+        };
+        let mut group = Vec::new();
+        let mut rows = 0;
+        while let Some(b) = s.queue.front() {
+            if !group.is_empty() && rows + b.rows() > GROUP_ROWS {
+                break;
+            }
+            rows += b.rows();
+            if let Some(b) = s.queue.pop_front() {
+                group.push(b);
+            }
+        }
+        s.queued_rows -= rows;
+        s.in_flight_rows = rows;
+        group
+    }
+
+    /// Puts a group that could not be written back at the head of the queue, in order.
+    fn requeue(&self, group: Vec<Batch>) {
+        if let Ok(mut s) = self.state.lock() {
+            s.in_flight_rows = 0;
+            for b in group.into_iter().rev() {
+                s.queued_rows += b.rows();
+                s.queue.push_front(b);
+            }
+        }
+    }
+
+    fn done(&self, written: usize, dropped: usize) {
+        if let Ok(mut s) = self.state.lock() {
+            s.in_flight_rows = 0;
+            s.written_rows += written as u64;
+            s.dropped_rows += dropped as u64;
+        }
+    }
+
+    /// Writes queued snapshots until `stop` is cancelled (the caller bounds the final flush).
+    pub async fn run(&self, pool: &PgPool, stop: CancellationToken) {
+        let mut retry = Duration::from_millis(500);
+        let mut down_since: Option<Instant> = None;
+        let mut attempts = 0u32;
+        loop {
+            let group = self.take_group();
+            if group.is_empty() {
+                tokio::select! {
+                    _ = self.wake.notified() => continue,
+                    _ = stop.cancelled() => return,
+                }
+            }
+            let rows: usize = group.iter().map(Batch::rows).sum();
+            match write_group(pool, &group).await {
+                Ok(()) => {
+                    if let Some(since) = down_since.take() {
+                        tracing::info!(
+                            down_secs = since.elapsed().as_secs(),
+                            "store reachable again; writing buffered snapshots"
+                        );
+                    }
+                    retry = Duration::from_millis(500);
+                    attempts = 0;
+                    self.done(rows, 0);
+                }
+                Err(e) if stats::is_missing_partition(&e) => {
+                    let slots: Vec<_> = group.iter().filter_map(Batch::slots).collect();
+                    let (from, to) = (slots.iter().min().copied(), slots.iter().max().copied());
+                    self.requeue(group);
+                    if let (Some(from), Some(to)) = (from, to) {
+                        tracing::info!(%from, %to, "creating missing stats partitions");
+                        if let Err(e) = stats::ensure_partitions(pool, from, to).await {
+                            tracing::warn!(error = %e, "cannot create partitions");
+                            sleep_or_stop(retry, &stop).await;
+                        }
+                    }
+                    attempts += 1;
+                }
+                Err(StoreError::Unavailable(msg)) => {
+                    if down_since.is_none() {
+                        down_since = Some(Instant::now());
+                        tracing::warn!(error = %msg, "store unreachable: buffering snapshots in memory");
+                    }
+                    self.requeue(group);
+                    sleep_or_stop(retry, &stop).await;
+                    if stop.is_cancelled() {
+                        // During shutdown the caller's deadline decides; keep trying quickly.
+                        retry = Duration::from_millis(200);
+                    } else {
+                        retry = (retry * 2).min(Duration::from_secs(10));
+                    }
+                }
+                Err(e) if attempts + 1 < MAX_ATTEMPTS => {
+                    tracing::warn!(error = %e, "writing snapshots failed; retrying");
+                    attempts += 1;
+                    self.requeue(group);
+                    sleep_or_stop(retry, &stop).await;
+                }
+                Err(e) => {
+                    attempts = 0;
+                    tracing::warn!(error = %e, "writing snapshots failed again; writing them one by one");
+                    let (mut written, mut dropped) = (0, 0);
+                    for b in group {
+                        match write_group(pool, std::slice::from_ref(&b)).await {
+                            Ok(()) => written += b.rows(),
+                            Err(e) => {
+                                dropped += b.rows();
+                                tracing::error!(error = %e, rows = b.rows(), "store refused a snapshot; dropped it");
+                            }
+                        }
+                    }
+                    self.done(written, dropped);
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_or_stop(d: Duration, stop: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = stop.cancelled() => tokio::time::sleep(d.min(Duration::from_millis(200))).await,
+    }
+}
+
+/// Writes whole batches in one transaction.
+pub async fn write_group(pool: &PgPool, group: &[Batch]) -> Result<(), StoreError> {
+    let mut stat_rows = Vec::new();
+    let mut avail = Vec::new();
+    let mut sizes = Vec::new();
+    let mut disks = Vec::new();
+    let mut tx = pool.begin().await?;
+    for b in group {
+        match b {
+            Batch::Stats { availability, rows } => {
+                avail.push(availability.clone());
+                stat_rows.extend(rows.iter().cloned());
+            }
+            Batch::Sizes { rows, disk } => {
+                sizes.extend(rows.iter().cloned());
+                disks.extend(disk.iter().cloned());
+            }
+            Batch::DbInfo {
+                server_id,
+                seen_at,
+                dbs,
+            } => {
+                collectors::apply_databases(&mut tx, *server_id, *seen_at, dbs).await?;
+            }
+        }
+    }
+    stats::insert_stat_database(&mut tx, &stat_rows).await?;
+    stats::insert_availability(&mut tx, &avail).await?;
+    stats::insert_db_size(&mut tx, &sizes).await?;
+    stats::insert_disk_usage(&mut tx, &disks).await?;
+    tx.commit().await?;
+    Ok(())
+}
