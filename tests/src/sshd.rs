@@ -31,39 +31,56 @@ pub fn available() -> Result<(), String> {
     Ok(())
 }
 
-/// Creates the test user once per process (and tolerates it existing from an earlier run).
+/// Creates the test user and sets its password, once per process. Tolerates the user existing from
+/// an earlier run, and retries while another test process holds the lock on /etc/passwd or /etc/shadow.
 fn ensure_user() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let exists = Command::new("id")
-            .arg(TEST_USER)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !exists {
-            let out = Command::new("useradd")
-                .args(["-m", "-s", "/bin/sh", TEST_USER])
-                .output()
-                .expect("run useradd");
-            // 9: the user appeared meanwhile (another test binary).
-            assert!(
-                out.status.success() || out.status.code() == Some(9),
-                "useradd failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let mut last = String::new();
+        for _ in 0..50 {
+            match create_user_with_password() {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        let mut child = Command::new("chpasswd")
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("run chpasswd");
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().expect("chpasswd stdin");
-            writeln!(stdin, "{TEST_USER}:{TEST_PASSWORD}").expect("write chpasswd");
-        }
-        assert!(child.wait().expect("chpasswd").success(), "chpasswd failed");
+        panic!("cannot create the sshd test user: {last}");
     });
+}
+
+fn create_user_with_password() -> Result<(), String> {
+    let exists = Command::new("id")
+        .arg(TEST_USER)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !exists {
+        let out = Command::new("useradd")
+            .args(["-m", "-s", "/bin/sh", TEST_USER])
+            .output()
+            .map_err(|e| e.to_string())?;
+        // 9: the user appeared meanwhile (another test process).
+        if !out.status.success() && out.status.code() != Some(9) {
+            return Err(format!("useradd: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+    }
+    let mut child = Command::new("chpasswd")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().ok_or("chpasswd stdin")?;
+        writeln!(stdin, "{TEST_USER}:{TEST_PASSWORD}").map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("chpasswd: {}", String::from_utf8_lossy(&out.stderr)))
+    }
 }
 
 /// Runs `ssh-keygen` with `args`, panicking with its stderr on failure.
@@ -120,7 +137,8 @@ impl Sshd {
             let _ = child.kill();
             let _ = child.wait();
         }
-        panic!("sshd did not start (see its stderr above)");
+        let log = std::fs::read_to_string(dir.path().join("sshd.log")).unwrap_or_default();
+        panic!("sshd did not start: {log}");
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -169,8 +187,9 @@ impl Sshd {
             let _ = child.wait();
             assert!(
                 Instant::now() < deadline,
-                "sshd did not restart on port {}",
-                self.port
+                "sshd did not restart on port {}: {}",
+                self.port,
+                std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -216,6 +235,12 @@ fn spawn(dir: &Path, port: u16) -> Child {
         dir = dir.display()
     );
     std::fs::write(&config, text).expect("write sshd_config");
+    // The readiness probe makes sshd log a reset connection; keep its chatter out of test output.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("sshd.log"))
+        .expect("sshd.log");
     Command::new(SSHD)
         .arg("-D")
         .arg("-e")
@@ -223,7 +248,7 @@ fn spawn(dir: &Path, port: u16) -> Child {
         .arg(&config)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .expect("spawn sshd")
 }

@@ -201,6 +201,12 @@ async fn imports_every_format_and_says_what_is_wrong() {
             vec!["-t", "rsa", "-b", "2048", "-N", "key-pass-3"],
             Some("key-pass-3"),
         ),
+        (
+            "pkcs8-rsa-enc",
+            vec!["-t", "rsa", "-b", "2048", "-m", "PKCS8", "-N", "key-pass-4"],
+            Some("key-pass-4"),
+        ),
+        ("openssh-ecdsa", vec!["-t", "ecdsa", "-b", "256", "-N", ""], None),
     ];
     let url = s.api.url("/ssh-keys/import");
     for (name, args, pass) in &cases {
@@ -246,7 +252,10 @@ async fn imports_every_format_and_says_what_is_wrong() {
         .await;
         assert_eq!(st, StatusCode::CREATED, "{name}: {body}");
         assert_eq!(body["fingerprint"], fingerprint_of(&public), "{name}");
-        let expected_type = if name.contains("rsa") { "rsa" } else { "ed25519" };
+        let expected_type = ["rsa", "ecdsa", "ed25519"]
+            .into_iter()
+            .find(|t| name.contains(t))
+            .unwrap_or("ed25519");
         assert_eq!(body["type"], expected_type);
         if expected_type == "rsa" {
             assert_eq!(body["bits"], 2048);
