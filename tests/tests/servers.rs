@@ -132,6 +132,46 @@ async fn crud_defaults_validation_and_rename() {
     assert_eq!(ssh["has_password"], true);
     assert_eq!(ssh["host_key_fingerprint"], Value::Null);
 
+    // A pinned host key survives unrelated edits and is forgotten when the SSH endpoint moves; an
+    // SSH host left to default follows the server's host.
+    let pool = s.env.db.pool().await;
+    let pin = "SHA256:pinned-for-the-test";
+    let set_pin =
+        sqlx::query("UPDATE servers SET ssh_host_key_fingerprint = $1 WHERE name = 'prod-1'").bind(pin);
+    set_pin.execute(&pool).await.expect("pin");
+    let put = |body: Value| {
+        let url = s.api.url("/servers/prod-1");
+        let token = s.admin.clone();
+        async move {
+            let (st, out) = http::call("PUT", &url, Some(&token), Some(&body)).await;
+            assert_eq!(st, StatusCode::OK, "{out}");
+            out
+        }
+    };
+    let out = put(json!({"enabled": false, "ssh": {"data_path": "/srv"}})).await;
+    assert_eq!(out["ssh"]["host_key_fingerprint"], pin, "{out}");
+    assert_eq!(out["ssh"]["data_path"], "/srv");
+    assert_eq!(out["ssh"]["has_password"], true, "ssh.password left out: kept");
+    let out = put(json!({"host": "db2.example.net"})).await;
+    assert_eq!(out["ssh"]["host"], "db2.example.net", "{out}");
+    assert_eq!(
+        out["ssh"]["host_key_fingerprint"],
+        Value::Null,
+        "new endpoint, pin forgotten"
+    );
+    let out = put(json!({"ssh": {"host": "jump.example.net"}})).await;
+    assert_eq!(out["ssh"]["host"], "jump.example.net");
+    let out = put(json!({"host": "db3.example.net"})).await;
+    assert_eq!(
+        out["ssh"]["host"], "jump.example.net",
+        "an explicit ssh.host stays"
+    );
+    let out = put(json!({"ssh": {"host": null}})).await;
+    assert_eq!(
+        out["ssh"]["host"], "db3.example.net",
+        "null: follow the host again"
+    );
+
     // Rename, and clear the password.
     let (st, renamed) = http::call(
         "PUT",
@@ -193,6 +233,22 @@ async fn crud_defaults_validation_and_rename() {
     )
     .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+
+    let events: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT event, login FROM audit_sessions WHERE event LIKE 'server%' ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("audit");
+    let created = events.iter().filter(|(e, _)| e == "server_created").count();
+    assert_eq!(created, 2, "{events:?}");
+    assert!(
+        events.contains(&("server_updated".into(), Some("op".into()))),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&("server_deleted".into(), Some("op".into()))),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]

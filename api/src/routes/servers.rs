@@ -65,8 +65,8 @@ static SSH_USER: LazyLock<regex::Regex> =
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct SshIn {
-    /// Defaults to the server's `host`.
-    pub host: Option<String>,
+    /// `null` or left out at creation: the server's `host` (following it when it changes).
+    pub host: MaybeUndefined<String>,
     /// Default 22.
     pub port: Option<i64>,
     /// Default `postgres`.
@@ -607,9 +607,7 @@ async fn build_spec(state: &AppState, body: ServerIn, current: Option<&ServerRow
     let ssh = match body.ssh {
         MaybeUndefined::Null => None,
         MaybeUndefined::Undefined => current.and_then(stored_ssh),
-        MaybeUndefined::Value(s) => {
-            Some(build_ssh(state, s, current.filter(|c| c.ssh_enabled), &host).await?)
-        }
+        MaybeUndefined::Value(s) => Some(build_ssh(state, s, current.filter(|c| c.ssh_enabled)).await?),
     };
     Ok(ServerSpec {
         name,
@@ -628,7 +626,7 @@ async fn build_spec(state: &AppState, body: ServerIn, current: Option<&ServerRow
 
 fn stored_ssh(c: &ServerRow) -> Option<SshSpec> {
     c.ssh_enabled.then(|| SshSpec {
-        host: c.ssh_host.clone().unwrap_or_else(|| c.host.clone()),
+        host: c.ssh_host.clone(),
         port: c.ssh_port.unwrap_or(22),
         username: c.ssh_username.clone().unwrap_or_else(|| "postgres".into()),
         key_id: c.ssh_key_id,
@@ -637,17 +635,15 @@ fn stored_ssh(c: &ServerRow) -> Option<SshSpec> {
     })
 }
 
-async fn build_ssh(
-    state: &AppState,
-    s: SshIn,
-    current: Option<&ServerRow>,
-    host: &str,
-) -> ApiResult<SshSpec> {
-    let ssh_host = s
-        .host
-        .or_else(|| current.and_then(|c| c.ssh_host.clone()))
-        .unwrap_or_else(|| host.to_string());
-    check_host("ssh.host", &ssh_host)?;
+async fn build_ssh(state: &AppState, s: SshIn, current: Option<&ServerRow>) -> ApiResult<SshSpec> {
+    let ssh_host = match s.host {
+        MaybeUndefined::Value(h) => Some(h),
+        MaybeUndefined::Null => None,
+        MaybeUndefined::Undefined => current.and_then(|c| c.ssh_host.clone()),
+    };
+    if let Some(h) = &ssh_host {
+        check_host("ssh.host", h)?;
+    }
     let port = match (s.port, current) {
         (Some(p), _) => check_port("ssh.port", p)?,
         (None, Some(c)) => c.ssh_port.unwrap_or(22),

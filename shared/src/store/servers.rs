@@ -102,7 +102,8 @@ impl SecretChange {
 /// SSH settings of a server, validated and defaulted by the caller.
 #[derive(Debug, Clone)]
 pub struct SshSpec {
-    pub host: String,
+    /// `None`: the server's `host`, following it when it changes.
+    pub host: Option<String>,
     pub port: i32,
     pub username: String,
     pub key_id: Option<Uuid>,
@@ -213,7 +214,7 @@ pub async fn create(pool: &PgPool, spec: &ServerSpec) -> Result<ServerRow> {
     .bind(spec.enabled)
     .bind(&spec.description)
     .bind(ssh.is_some())
-    .bind(ssh.map(|s| &s.host))
+    .bind(ssh.and_then(|s| s.host.as_deref()))
     .bind(ssh.map(|s| s.port))
     .bind(ssh.map(|s| &s.username))
     .bind(ssh.and_then(|s| s.key_id))
@@ -228,8 +229,8 @@ pub async fn create(pool: &PgPool, spec: &ServerSpec) -> Result<ServerRow> {
 }
 
 /// Replaces server `name` with `spec` (a different `spec.name` renames it; both names are notified).
-/// Secrets follow their [`SecretChange`]. The pinned host key is forgotten when the SSH host or port
-/// changes or SSH is turned off: it belonged to the old endpoint.
+/// Secrets follow their [`SecretChange`]. The pinned host key is forgotten when the SSH endpoint
+/// (`ssh_host`, else `host`, and `ssh_port`) changes or SSH is turned off: it belonged to the old one.
 pub async fn update(pool: &PgPool, name: &str, spec: &ServerSpec) -> Result<ServerRow> {
     let mut tx = pool.begin().await?;
     let ssh = spec.ssh.as_ref();
@@ -246,7 +247,8 @@ pub async fn update(pool: &PgPool, name: &str, spec: &ServerSpec) -> Result<Serv
              ssh_password_enc = CASE WHEN $18 THEN ssh_password_enc ELSE $19 END,
              ssh_data_path = $20,
              ssh_host_key_fingerprint = CASE
-                 WHEN NOT $13 OR ssh_host IS DISTINCT FROM $14 OR ssh_port IS DISTINCT FROM $15 THEN NULL
+                 WHEN NOT $13 OR coalesce(ssh_host, host) IS DISTINCT FROM coalesce($14, $3)
+                      OR ssh_port IS DISTINCT FROM $15 THEN NULL
                  ELSE ssh_host_key_fingerprint END,
              updated_at = now()
          WHERE name = $1 RETURNING {COLS}"
@@ -264,7 +266,7 @@ pub async fn update(pool: &PgPool, name: &str, spec: &ServerSpec) -> Result<Serv
     .bind(spec.enabled)
     .bind(&spec.description)
     .bind(ssh.is_some())
-    .bind(ssh.map(|s| &s.host))
+    .bind(ssh.and_then(|s| s.host.as_deref()))
     .bind(ssh.map(|s| s.port))
     .bind(ssh.map(|s| &s.username))
     .bind(ssh.and_then(|s| s.key_id))
