@@ -104,13 +104,16 @@ pub async fn once(ctx: Arc<Ctx>, tasks: &[Task]) -> anyhow::Result<()> {
         tracing::debug!(error = %e, "cannot mark the instance stopped");
     }
     let lines: Vec<String> = parts.iter().map(Summary::line).collect();
+    let (cpu_ms, peak_rss_kb) = own_usage();
     println!(
-        "pgmon-collector once instance={} {} written_rows={} unwritten_rows={} dropped_rows={}",
+        "pgmon-collector once instance={} {} written_rows={} unwritten_rows={} dropped_rows={} cpu_ms={} peak_rss_kb={}",
         ctx.instance,
         lines.join(" | "),
         w.written_rows,
         w.pending_rows,
-        w.dropped_rows
+        w.dropped_rows,
+        cpu_ms,
+        peak_rss_kb
     );
     if !flushed {
         anyhow::bail!("{} rows could not be written to the store", w.pending_rows);
@@ -119,6 +122,30 @@ pub async fn once(ctx: Arc<Ctx>, tasks: &[Task]) -> anyhow::Result<()> {
         anyhow::bail!("a task failed; see the summary");
     }
     Ok(())
+}
+
+/// This process's CPU time (user + system, ms) and peak RSS (kB) from /proc/self, for the summary
+/// line the benchmark reads; zeros where /proc is unavailable.
+fn own_usage() -> (u64, u64) {
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            // USER_HZ is 100 on every Linux architecture pgmon targets.
+            Some(ticks * 10)
+        })
+        .unwrap_or(0);
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0);
+    (cpu, rss)
 }
 
 /// `run`: the service, until SIGTERM or SIGINT.

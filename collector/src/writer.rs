@@ -7,9 +7,9 @@
 //! one bad batch never blocks the others.
 
 use chrono::{DateTime, Utc};
+use pgmon_shared::store::StoreError;
 use pgmon_shared::store::collectors::{self, DatabaseInfo};
 use pgmon_shared::store::stats::{self, AvailabilityRow, DbSizeRow, DiskUsageRow, StatDatabaseRow};
-use pgmon_shared::store::StoreError;
 use sqlx::PgPool;
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
 /// One row of `pg_stat_database`, counters raw. Columns the server's version lacks are `None`.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
 pub struct StatDatabaseRow {
     pub server_id: i64,
     pub slot: DateTime<Utc>,

@@ -1,0 +1,224 @@
+//! Throwaway PostgreSQL clusters (`initdb` + `pg_ctl`) on random ports, for the cases the shared server
+//! cannot play: a server that stops and comes back, a store that restarts, many databases.
+//!
+//! PostgreSQL refuses to run as root, so under root the commands run as the `postgres` OS user
+//! (`runuser`), in a temporary directory owned by it. Authentication is `trust` on 127.0.0.1 only.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Directory of `initdb` and `pg_ctl`; `PGMON_TEST_PG_BIN` overrides.
+pub fn pg_bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("PGMON_TEST_PG_BIN") {
+        return PathBuf::from(d);
+    }
+    for v in ["17", "16", "15", "14", "13", "12"] {
+        let p = PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"));
+        if p.join("initdb").exists() {
+            return p;
+        }
+    }
+    PathBuf::from("/usr/lib/postgresql/15/bin")
+}
+
+fn id(args: &[&str]) -> Option<u32> {
+    let out = Command::new("id").args(args).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// A running cluster, stopped (immediately) and deleted when dropped.
+pub struct Cluster {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    as_postgres: bool,
+}
+
+impl Cluster {
+    /// initdb + start on a free port. Blocks for a second or two.
+    pub fn start() -> Self {
+        let as_postgres = id(&["-u"]) == Some(0);
+        let dir = tempfile::Builder::new()
+            .prefix("pgmon-cluster-")
+            .tempdir()
+            .expect("cluster tempdir");
+        if as_postgres {
+            let uid = id(&["-u", "postgres"]).expect("a postgres OS user");
+            let gid = id(&["-g", "postgres"]).expect("a postgres OS group");
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown cluster dir");
+        }
+        let c = Self {
+            port: 0,
+            dir,
+            as_postgres,
+        };
+        c.run(
+            "initdb",
+            &[
+                "-D",
+                &c.data().display().to_string(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        );
+        let mut c = c;
+        c.port = free_port();
+        c.start_again();
+        c
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let bin = pg_bin_dir().join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        let out = cmd
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the (stopped) cluster again on the same port.
+    pub fn start_again(&self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-l",
+                &log.display().to_string(),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &opts,
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the cluster (fast shutdown: sessions are disconnected).
+    pub fn stop(&self) {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-w",
+                "-m",
+                "fast",
+                "stop",
+            ],
+        );
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/<db>` (the name is percent-encoded).
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{}",
+            self.port,
+            percent_encode(db)
+        )
+    }
+
+    pub async fn pool(&self, db: &str) -> sqlx::PgPool {
+        let opts = sqlx::postgres::PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .username("postgres")
+            .database(db);
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts)
+            .await
+            .expect("connect to the cluster")
+    }
+
+    /// Creates databases named exactly as given (quotes, spaces and all).
+    pub async fn create_databases(&self, names: &[&str]) {
+        let pool = self.pool("postgres").await;
+        for n in names {
+            let sql = format!("CREATE DATABASE \"{}\"", n.replace('"', "\"\""));
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .expect("create database");
+        }
+        pool.close().await;
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let bin = pg_bin_dir().join("pg_ctl");
+        let data = self.data();
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        let _ = cmd
+            .args(["-D", &data.display().to_string(), "-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

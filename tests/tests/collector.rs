@@ -1,0 +1,605 @@
+//! pgmon-collector end to end: the real binary against real PostgreSQL, as store and as monitored
+//! servers (the shared server, throwaway clusters, listeners that never answer), and a real sshd.
+
+use chrono::{DateTime, Utc};
+use pgmon_tests::cluster::Cluster;
+use pgmon_tests::sshd::{self, Sshd, TEST_PASSWORD, TEST_USER};
+use pgmon_tests::{Proc, TestEnv, bin, run_cli};
+use sqlx::PgPool;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+const READY: &str = "pgmon-collector running instance=";
+
+fn collector_toml(collect_secs: u64) -> String {
+    format!(
+        "[collector]\ncollect_interval_secs = {collect_secs}\nsize_update_interval_secs = 3600\n\
+         db_check_interval_secs = 3600\nmaintenance_interval_secs = 3600\nconcurrency = 8\n"
+    )
+}
+
+async fn env_with(collect_secs: u64, extra: &str) -> (TestEnv, PgPool) {
+    let env = TestEnv::new("", &format!("{}{extra}", collector_toml(collect_secs))).await;
+    let (code, out, err) = cli(&env, &["migrate"]);
+    assert_eq!(code, 0, "migrate failed: {out} {err}");
+    let pool = env.db.pool().await;
+    (env, pool)
+}
+
+fn cli(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
+    run_cli(&bin("pgmon-collector"), &env.config_path, args, None)
+}
+
+fn once(env: &TestEnv, task: &str) -> String {
+    let (code, out, err) = cli(env, &["once", "--task", task]);
+    assert_eq!(code, 0, "once --task {task} failed: {out} {err}");
+    out
+}
+
+async fn spawn(env: &TestEnv) -> Proc {
+    Proc::spawn(&bin("pgmon-collector"), &env.config_path, &["run"], READY).await
+}
+
+/// Registers a monitored server (trust authentication, no password) and notifies collectors.
+async fn add_server(pool: &PgPool, name: &str, port: u16, dbname: &str) -> i64 {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO servers (name, host, port, dbname, username, sslmode, pool)
+         VALUES ($1, '127.0.0.1', $2, $3, 'postgres', 'disable', 'default') RETURNING id",
+    )
+    .bind(name)
+    .bind(i32::from(port))
+    .bind(dbname)
+    .fetch_one(pool)
+    .await
+    .expect("insert server");
+    sqlx::query("SELECT pg_notify('pgmon_servers', $1)")
+        .bind(name)
+        .execute(pool)
+        .await
+        .expect("notify");
+    id
+}
+
+/// Polls `check` every 200 ms until it returns true; panics after `within`.
+async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn scalar_i64(pool: &PgPool, sql: &str, id: i64) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .expect("query")
+}
+
+/// Counters, the database inventory (new, dropped, recreated), sizes and disk usage over SSH, all on
+/// a cluster whose databases have awkward names.
+#[tokio::test]
+async fn snapshots_counters_databases_sizes_and_disk() {
+    sshd::available().expect("sshd harness");
+    let (env, store) = env_with(600, "").await;
+    let cluster = Cluster::start();
+    let weird = "we\"ird db";
+    cluster
+        .create_databases(&[weird, "gone", "ünïcødé 'quoted'"])
+        .await;
+    let w = cluster.pool(weird).await;
+    sqlx::query("CREATE TABLE t (x int)")
+        .execute(&w)
+        .await
+        .expect("create");
+    sqlx::query("INSERT INTO t SELECT generate_series(1, 100)")
+        .execute(&w)
+        .await
+        .expect("insert");
+    w.close().await;
+    let id = add_server(&store, "cluster-1", cluster.port, "postgres").await;
+    let server_pool = cluster.pool("postgres").await;
+    let inserted = || async {
+        sqlx::query_scalar::<_, i64>("SELECT tup_inserted FROM pg_stat_database WHERE datname = $1")
+            .bind(weird)
+            .fetch_one(&server_pool)
+            .await
+            .expect("read pg_stat_database")
+    };
+    wait_for(
+        "the inserts to reach pg_stat_database",
+        Duration::from_secs(20),
+        || async { inserted().await >= 100 },
+    )
+    .await;
+
+    // Stats: one row per database, counters equal to the server's.
+    let out = once(&env, "stats");
+    assert!(out.contains("task=stats"), "{out}");
+    let (tup, sessions): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT tup_inserted, sessions FROM stat_database WHERE server_id = $1 AND datname = $2",
+    )
+    .bind(id)
+    .bind(weird)
+    .fetch_one(&store)
+    .await
+    .expect("stat row of the weird database");
+    assert_eq!(tup, Some(inserted().await));
+    assert!(sessions.is_some(), "PG14+ session counters are collected");
+    let server_dbs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_database WHERE datname IS NOT NULL")
+            .fetch_one(&server_pool)
+            .await
+            .expect("count");
+    let stored = scalar_i64(
+        &store,
+        "SELECT count(*) FROM stat_database WHERE server_id = $1",
+        id,
+    )
+    .await;
+    assert_eq!(stored, server_dbs);
+    let (up, latency): (bool, Option<f64>) =
+        sqlx::query_as("SELECT up, latency_ms FROM availability WHERE server_id = $1")
+            .bind(id)
+            .fetch_one(&store)
+            .await
+            .expect("availability");
+    assert!(up && latency.is_some_and(|l| l > 0.0));
+    // The same slot again: nothing is written twice.
+    once(&env, "stats");
+    let again = scalar_i64(
+        &store,
+        "SELECT count(*) FROM stat_database WHERE server_id = $1",
+        id,
+    )
+    .await;
+    assert_eq!(again, stored);
+
+    // Database inventory: new, dropped, recreated with another oid.
+    once(&env, "db_info");
+    let live = |name: &'static str| {
+        let store = store.clone();
+        async move {
+            sqlx::query_as::<_, (i64, Option<DateTime<Utc>>)>(
+                "SELECT oid, dropped_at FROM databases WHERE server_id = $1 AND name = $2 ORDER BY first_seen, id",
+            )
+            .bind(id)
+            .bind(name)
+            .fetch_all(&store)
+            .await
+            .expect("databases")
+        }
+    };
+    assert_eq!(live(weird).await.len(), 1);
+    assert!(live("gone").await[0].1.is_none());
+    let admin = cluster.pool("postgres").await;
+    sqlx::query("DROP DATABASE gone")
+        .execute(&admin)
+        .await
+        .expect("drop");
+    sqlx::query("CREATE DATABASE newdb")
+        .execute(&admin)
+        .await
+        .expect("create");
+    once(&env, "db_info");
+    assert!(
+        live("gone").await[0].1.is_some(),
+        "a dropped database is marked, not deleted"
+    );
+    assert_eq!(live("newdb").await.len(), 1);
+    sqlx::query("CREATE DATABASE gone")
+        .execute(&admin)
+        .await
+        .expect("recreate");
+    once(&env, "db_info");
+    let gone = live("gone").await;
+    assert_eq!(
+        gone.len(),
+        2,
+        "a database back with another oid is a new database"
+    );
+    assert_ne!(gone[0].0, gone[1].0);
+    assert!(gone[0].1.is_some() && gone[1].1.is_none());
+
+    // Sizes of every connectable database, and the disk over SSH with the host key pinned.
+    let sshd = Sshd::start();
+    let crypto = pgmon_shared::crypto::Crypto::from_key(&env.fernet_key).expect("key");
+    sqlx::query(
+        "UPDATE servers SET ssh_enabled = true, ssh_host = '127.0.0.1', ssh_port = $2, ssh_username = $3,
+             ssh_password_enc = $4, ssh_data_path = '/', updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(i32::from(sshd.port))
+    .bind(TEST_USER)
+    .bind(crypto.encrypt(TEST_PASSWORD))
+    .execute(&store)
+    .await
+    .expect("ssh settings");
+    once(&env, "sizes");
+    let size: i64 =
+        sqlx::query_scalar("SELECT size_bytes FROM db_size WHERE server_id = $1 AND datname = $2")
+            .bind(id)
+            .bind(weird)
+            .fetch_one(&store)
+            .await
+            .expect("size of the weird database");
+    let actual: i64 = sqlx::query_scalar("SELECT pg_database_size($1::text)")
+        .bind(weird)
+        .fetch_one(&admin)
+        .await
+        .expect("size");
+    assert_eq!(size, actual);
+    let connectable: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datallowconn")
+        .fetch_one(&admin)
+        .await
+        .expect("count");
+    let sized = scalar_i64(&store, "SELECT count(*) FROM db_size WHERE server_id = $1", id).await;
+    assert_eq!(sized, connectable);
+    let (total, used): (i64, i64) =
+        sqlx::query_as("SELECT total_bytes, used_bytes FROM disk_usage WHERE server_id = $1")
+            .bind(id)
+            .fetch_one(&store)
+            .await
+            .expect("disk usage row");
+    assert!(total > 0 && used > 0 && used <= total);
+    let pinned: Option<String> =
+        sqlx::query_scalar("SELECT ssh_host_key_fingerprint FROM servers WHERE id = $1")
+            .bind(id)
+            .fetch_one(&store)
+            .await
+            .expect("fingerprint");
+    assert_eq!(pinned.as_deref(), Some(sshd.host_fingerprint().as_str()));
+    // The collector's sessions name themselves and are read-only; the password never shows in logs.
+    let logs_and_out = once(&env, "stats");
+    assert!(!logs_and_out.contains(TEST_PASSWORD));
+}
+
+#[tokio::test]
+async fn maintenance_creates_partitions_ahead_and_drops_old_ones() {
+    let (env, store) = env_with(600, "retention_months = 1\n").await;
+    sqlx::query("SELECT pgmon_ensure_partitions('2020-01-15', '2020-01-15')")
+        .execute(&store)
+        .await
+        .expect("old partition");
+    let exists = |name: String| {
+        let store = store.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
+                .bind(name)
+                .fetch_one(&store)
+                .await
+                .expect("to_regclass")
+        }
+    };
+    assert!(exists("stat_database_202001".into()).await);
+    let out = once(&env, "maintenance");
+    assert!(out.contains("task=maintenance"), "{out}");
+    for t in ["stat_database", "availability", "db_size", "disk_usage"] {
+        assert!(!exists(format!("{t}_202001")).await, "{t}_202001 was not dropped");
+    }
+    let now = Utc::now();
+    let ahead = now.checked_add_months(chrono::Months::new(2)).expect("date");
+    for m in [now, ahead] {
+        let name = format!("stat_database_{}", m.format("%Y%m"));
+        assert!(exists(name.clone()).await, "{name} missing");
+    }
+}
+
+#[tokio::test]
+async fn black_holed_servers_do_not_hold_the_others_back() {
+    let (env, store) = env_with(600, "").await;
+    // Listeners whose backlog accepts connections that nobody ever answers.
+    let holes: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let mut hole_ids = Vec::new();
+    for (i, l) in holes.iter().enumerate() {
+        let port = l.local_addr().expect("addr").port();
+        hole_ids.push(add_server(&store, &format!("hole-{i}"), port, "postgres").await);
+    }
+    let good = add_server(&store, "good", 5432, "postgres").await;
+    let out = once(&env, "stats");
+    assert!(out.contains("up=1 down=3"), "{out}");
+    let rows: Vec<(i64, bool, Option<String>, DateTime<Utc>)> =
+        sqlx::query_as("SELECT server_id, up, error_class, collected_at FROM availability")
+            .fetch_all(&store)
+            .await
+            .expect("availability");
+    assert_eq!(rows.len(), 4);
+    let good_at = rows.iter().find(|r| r.0 == good).expect("good sample");
+    assert!(good_at.1);
+    for r in rows.iter().filter(|r| r.0 != good) {
+        assert!(!r.1);
+        assert_eq!(r.2.as_deref(), Some("timeout"));
+        assert!(good_at.3 < r.3, "the good server waited for a black hole");
+    }
+    let n = scalar_i64(
+        &store,
+        "SELECT count(*) FROM stat_database WHERE server_id = $1",
+        good,
+    )
+    .await;
+    assert!(n >= 3);
+    drop(holes);
+}
+
+#[tokio::test]
+async fn a_stopped_server_is_down_then_resumes() {
+    let (env, store) = env_with(1, "").await;
+    let cluster = Cluster::start();
+    let id = add_server(&store, "flaky", cluster.port, "postgres").await;
+    let _collector = spawn(&env).await;
+    let latest = |up: bool| {
+        let store = store.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+                "SELECT max(slot) FROM availability WHERE server_id = $1 AND up = $2",
+            )
+            .bind(id)
+            .bind(up)
+            .fetch_one(&store)
+            .await
+            .expect("availability")
+        }
+    };
+    wait_for("a first up sample", Duration::from_secs(30), || async {
+        latest(true).await.is_some()
+    })
+    .await;
+    let last_up = latest(true).await;
+    cluster.stop();
+    wait_for("a down sample", Duration::from_secs(30), || async {
+        latest(false).await > last_up
+    })
+    .await;
+    let class: Option<String> = sqlx::query_scalar(
+        "SELECT error_class FROM availability WHERE server_id = $1 AND NOT up ORDER BY slot DESC LIMIT 1",
+    )
+    .bind(id)
+    .fetch_one(&store)
+    .await
+    .expect("class");
+    assert_eq!(class.as_deref(), Some("unreachable"));
+    let down = latest(false).await;
+    cluster.start_again();
+    wait_for("collection to resume", Duration::from_secs(60), || async {
+        latest(true).await > down
+    })
+    .await;
+    let rows = scalar_i64(
+        &store,
+        "SELECT count(*) FROM stat_database WHERE server_id = $1 AND slot > (SELECT max(slot) FROM availability WHERE server_id = $1 AND NOT up)",
+        id,
+    )
+    .await;
+    assert!(rows > 0);
+}
+
+/// For each (server, slot) with stats: exactly one row per database, never a partial snapshot.
+async fn assert_whole_snapshots(store: &PgPool, per_snapshot: i64) -> i64 {
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT (server_id, datname, slot)) FROM stat_database")
+            .fetch_one(store)
+            .await
+            .expect("counts");
+    assert_eq!(rows, distinct, "duplicate rows");
+    let partial: Vec<(i64, DateTime<Utc>, i64)> = sqlx::query_as(
+        "SELECT server_id, slot, count(*) FROM stat_database GROUP BY 1, 2 HAVING count(*) <> $1",
+    )
+    .bind(per_snapshot)
+    .fetch_all(store)
+    .await
+    .expect("partial");
+    assert!(partial.is_empty(), "partial snapshots: {partial:?}");
+    sqlx::query_scalar("SELECT count(DISTINCT slot) FROM stat_database")
+        .fetch_one(store)
+        .await
+        .expect("slots")
+}
+
+#[tokio::test]
+async fn kill_9_mid_cycle_then_restart_leaves_no_duplicates() {
+    let (env, store) = env_with(1, "").await;
+    let cluster = Cluster::start();
+    let names: Vec<String> = (0..20).map(|i| format!("db {i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    cluster.create_databases(&refs).await;
+    for i in 0..3 {
+        add_server(&store, &format!("s{i}"), cluster.port, "postgres").await;
+    }
+    let per_snapshot = 20 + 3;
+    let slots = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(DISTINCT slot) FROM stat_database")
+            .fetch_one(&store)
+            .await
+            .expect("slots")
+    };
+    let mut first = spawn(&env).await;
+    wait_for("a first snapshot", Duration::from_secs(30), || async {
+        slots().await >= 1
+    })
+    .await;
+    first.kill9();
+    let before = assert_whole_snapshots(&store, per_snapshot).await;
+    let _second = spawn(&env).await;
+    wait_for("two more slots", Duration::from_secs(60), || async {
+        slots().await >= before + 2
+    })
+    .await;
+    assert_whole_snapshots(&store, per_snapshot).await;
+}
+
+#[tokio::test]
+async fn two_collectors_share_the_work_and_write_everything_once() {
+    let (env, store) = env_with(2, "").await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(add_server(&store, &format!("shared-{i}"), 5432, "postgres").await);
+    }
+    let mut a = spawn(&env).await;
+    let mut b = spawn(&env).await;
+    let both_started = Utc::now();
+    let full_slots = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM (SELECT slot FROM availability WHERE slot > $1 GROUP BY slot
+             HAVING count(*) = 4) s",
+        )
+        .bind(both_started)
+        .fetch_one(&store)
+        .await
+        .expect("slots")
+    };
+    wait_for(
+        "three slots collected by the pair",
+        Duration::from_secs(60),
+        || async { full_slots().await >= 3 },
+    )
+    .await;
+    // The shared server gains and loses test databases meanwhile: check uniqueness, not counts.
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT (server_id, datname, slot)) FROM stat_database")
+            .fetch_one(&store)
+            .await
+            .expect("counts");
+    assert_eq!(rows, distinct);
+    assert!(rows > 0);
+    let holders: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT count(DISTINCT instance_id), count(*) FROM collector_claims WHERE task = 'stats' AND slot > $1
+         GROUP BY server_id, slot ORDER BY 1 DESC LIMIT 1",
+    )
+    .bind(both_started)
+    .fetch_all(&store)
+    .await
+    .expect("claims");
+    assert_eq!(holders.first().map(|h| h.0), Some(1), "a claim has one holder");
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM collector_instances WHERE stopped_at IS NULL AND tasks ? 'stats'",
+    )
+    .fetch_one(&store)
+    .await
+    .expect("instances");
+    assert_eq!(live, 2, "both heartbeat rows report their stats runs");
+    for p in [&mut a, &mut b] {
+        let status = p
+            .terminate(Duration::from_secs(15))
+            .await
+            .expect("exit on SIGTERM");
+        assert!(status.success(), "{status}");
+    }
+    let stopped: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM collector_instances WHERE stopped_at IS NOT NULL")
+            .fetch_one(&store)
+            .await
+            .expect("stopped");
+    assert_eq!(stopped, 2);
+}
+
+#[tokio::test]
+async fn store_outage_is_buffered_and_written_later() {
+    let store_cluster = Cluster::start();
+    let store_url = store_cluster.url("postgres");
+    let env = TestEnv::new("", "").await;
+    // This test's store is a throwaway cluster that can be stopped: its own config file.
+    let text = std::fs::read_to_string(&env.config_path).expect("config");
+    let text = text.replace(&env.db.url, &store_url) + &collector_toml(1);
+    std::fs::write(&env.config_path, text).expect("config");
+    let (code, out, err) = cli(&env, &["migrate"]);
+    assert_eq!(code, 0, "migrate: {out} {err}");
+    let store = store_cluster.pool("postgres").await;
+    let id = add_server(&store, "main", 5432, "postgres").await;
+    store.close().await;
+    let collector = spawn(&env).await;
+    let store = store_cluster.pool("postgres").await;
+    let count = |store: PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM availability WHERE server_id = $1")
+            .bind(id)
+            .fetch_one(&store)
+            .await
+            .expect("count")
+    };
+    wait_for("a first sample", Duration::from_secs(30), || {
+        let store = store.clone();
+        async move { count(store).await > 0 }
+    })
+    .await;
+    store.close().await;
+    let down_at = Utc::now();
+    store_cluster.stop();
+    wait_for("the collector to buffer", Duration::from_secs(60), || async {
+        collector
+            .logs()
+            .contains("cannot claim servers; collecting all of them")
+    })
+    .await;
+    wait_for(
+        "a sample taken during the outage",
+        Duration::from_secs(60),
+        || async {
+            collector.logs().matches("task=stats").count() >= 2
+                && collector.logs().contains("store unreachable: buffering")
+        },
+    )
+    .await;
+    let up_at = Utc::now();
+    store_cluster.start_again();
+    let store = store_cluster.pool("postgres").await;
+    wait_for("buffered samples in the store", Duration::from_secs(60), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM availability WHERE server_id = $1 AND collected_at > $2 AND collected_at < $3",
+        )
+        .bind(id)
+        .bind(down_at)
+        .bind(up_at)
+        .fetch_one(&store)
+        .await
+        .unwrap_or(0)
+            > 0
+    })
+    .await;
+    assert!(collector.logs().contains("store reachable again"));
+}
+
+#[tokio::test]
+async fn a_new_server_is_collected_within_seconds_of_its_notify() {
+    let (env, store) = env_with(3600, "").await;
+    let mut collector = spawn(&env).await;
+    // The first runs (no servers yet) are done when the heartbeat row lists them.
+    wait_for("the first run", Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT coalesce(bool_or(tasks ? 'stats'), false) FROM collector_instances",
+        )
+        .fetch_one(&store)
+        .await
+        .expect("instances")
+    })
+    .await;
+    let id = add_server(&store, "late", 5432, "postgres").await;
+    // Well under the 60 s periodic reload: only the notification explains it.
+    wait_for(
+        "the new server's first snapshot",
+        Duration::from_secs(30),
+        || async {
+            scalar_i64(
+                &store,
+                "SELECT count(*) FROM availability WHERE server_id = $1 AND up",
+                id,
+            )
+            .await
+                > 0
+        },
+    )
+    .await;
+    let status = collector
+        .terminate(Duration::from_secs(15))
+        .await
+        .expect("SIGTERM");
+    assert!(status.success());
+}
