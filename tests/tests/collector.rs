@@ -60,6 +60,39 @@ async fn add_server(pool: &PgPool, name: &str, port: u16, dbname: &str) -> i64 {
     id
 }
 
+/// Registers the shared test server (`PGMON_TEST_PG_URL`'s host, port, user and password) as a
+/// monitored server, so these tests work whatever its pg_hba.conf says about TCP.
+async fn add_shared_server(env: &TestEnv, pool: &PgPool, name: &str) -> i64 {
+    let url = pgmon_tests::pg_admin_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let (auth, hostpart) = rest.rsplit_once('@').unwrap_or(("postgres", rest));
+    let (user, password) = match auth.split_once(':') {
+        Some((u, p)) => (u.to_string(), Some(p.to_string())),
+        None => (auth.to_string(), None),
+    };
+    let hostport = hostpart.split('/').next().unwrap_or("127.0.0.1:5432");
+    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "5432"));
+    let crypto = pgmon_shared::crypto::Crypto::from_key(&env.fernet_key).expect("key");
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO servers (name, host, port, dbname, username, password_enc, sslmode, pool)
+         VALUES ($1, $2, $3, 'postgres', $4, $5, 'prefer', 'default') RETURNING id",
+    )
+    .bind(name)
+    .bind(host)
+    .bind(port.parse::<i32>().expect("port"))
+    .bind(user)
+    .bind(password.map(|p| crypto.encrypt(&p)))
+    .fetch_one(pool)
+    .await
+    .expect("insert server");
+    sqlx::query("SELECT pg_notify('pgmon_servers', $1)")
+        .bind(name)
+        .execute(pool)
+        .await
+        .expect("notify");
+    id
+}
+
 /// Polls `check` every 200 ms until it returns true; panics after `within`.
 async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F)
 where
@@ -305,7 +338,7 @@ async fn black_holed_servers_do_not_hold_the_others_back() {
         let port = l.local_addr().expect("addr").port();
         hole_ids.push(add_server(&store, &format!("hole-{i}"), port, "postgres").await);
     }
-    let good = add_server(&store, "good", 5432, "postgres").await;
+    let good = add_shared_server(&env, &store, "good").await;
     let out = once(&env, "stats");
     assert!(out.contains("up=1 down=3"), "{out}");
     let rows: Vec<(i64, bool, Option<String>, DateTime<Utc>)> =
@@ -442,7 +475,7 @@ async fn two_collectors_share_the_work_and_write_everything_once() {
     let (env, store) = env_with(2, "").await;
     let mut ids = Vec::new();
     for i in 0..4 {
-        ids.push(add_server(&store, &format!("shared-{i}"), 5432, "postgres").await);
+        ids.push(add_shared_server(&env, &store, &format!("shared-{i}")).await);
     }
     let mut a = spawn(&env).await;
     let mut b = spawn(&env).await;
@@ -514,7 +547,7 @@ async fn store_outage_is_buffered_and_written_later() {
     let (code, out, err) = cli(&env, &["migrate"]);
     assert_eq!(code, 0, "migrate: {out} {err}");
     let store = store_cluster.pool("postgres").await;
-    let id = add_server(&store, "main", 5432, "postgres").await;
+    let id = add_shared_server(&env, &store, "main").await;
     store.close().await;
     let collector = spawn(&env).await;
     let store = store_cluster.pool("postgres").await;
@@ -581,7 +614,7 @@ async fn a_new_server_is_collected_within_seconds_of_its_notify() {
         .expect("instances")
     })
     .await;
-    let id = add_server(&store, "late", 5432, "postgres").await;
+    let id = add_shared_server(&env, &store, "late").await;
     // Well under the 60 s periodic reload: only the notification explains it.
     wait_for(
         "the new server's first snapshot",
