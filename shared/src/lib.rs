@@ -5,6 +5,7 @@ pub mod config;
 pub mod crypto;
 pub mod remote;
 pub mod secrets;
+pub mod stats;
 pub mod ssh;
 pub mod store;
 pub mod telemetry;

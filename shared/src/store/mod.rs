@@ -3,9 +3,11 @@
 
 pub mod audit;
 pub mod collectors;
+pub mod rollups;
 pub mod servers;
 pub mod ssh_keys;
 pub mod stats;
+pub mod stats_read;
 pub mod tokens;
 pub mod users;
 

@@ -1,0 +1,3 @@
+//! Computations on collected statistics that need no I/O.
+
+pub mod rates;
