@@ -5,6 +5,7 @@ pub mod auth;
 pub mod health;
 pub mod servers;
 pub mod ssh_keys;
+pub mod stats;
 pub mod users;
 
 /// Every API of the service, in the order Swagger UI lists them.
@@ -13,6 +14,7 @@ pub fn apis() -> (
     users::UsersApi,
     servers::ServersApi,
     ssh_keys::SshKeysApi,
+    stats::StatsApi,
     audit::AuditApi,
     health::HealthApi,
 ) {
@@ -21,6 +23,7 @@ pub fn apis() -> (
         users::UsersApi,
         servers::ServersApi,
         ssh_keys::SshKeysApi,
+        stats::StatsApi,
         audit::AuditApi,
         health::HealthApi,
     )

@@ -1,0 +1,336 @@
+//! Collected statistics: live status of a server, history series with rates, database info. Open to
+//! every role.
+
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use chrono::{DateTime, TimeDelta, Utc};
+use pgmon_shared::stats::rates::{self, Acc};
+use pgmon_shared::store::servers::{self, ServerRow};
+use pgmon_shared::store::stats_read::{self, Window};
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi, Tags};
+use std::collections::BTreeMap;
+
+#[derive(Tags)]
+enum Tag {
+    /// Live status and collected history.
+    Stats,
+}
+
+/// Most points a caller may ask for.
+pub const MAX_POINTS: i64 = 2000;
+/// Most points a default step gives.
+pub const DEFAULT_POINTS: i64 = 1000;
+/// Steps a default is chosen from: round numbers a chart axis reads well.
+const NICE_STEPS: [i64; 15] = [
+    1, 5, 10, 30, 60, 300, 600, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+];
+
+/// Time series, one value per step bucket; `null` where the bucket holds no data (a gap).
+#[derive(Debug, Object)]
+pub struct Series {
+    pub server: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub database: Option<String>,
+    /// Start of the first bucket.
+    pub from: DateTime<Utc>,
+    /// End of the last bucket.
+    pub to: DateTime<Utc>,
+    /// Bucket width in seconds.
+    pub step: i64,
+    /// Start of each bucket.
+    pub time: Vec<DateTime<Utc>>,
+    /// Seconds of each bucket covered by trusted counter deltas (the denominator of its rates), so
+    /// `rate * covered_secs` is the bucket's count. Less than the step where a reset or gap fell.
+    pub covered_secs: Vec<f64>,
+    /// Transactions (commits + rollbacks) per second.
+    pub xact_per_sec: Vec<Option<f64>>,
+    pub commits_per_sec: Vec<Option<f64>>,
+    pub rollbacks_per_sec: Vec<Option<f64>>,
+    pub blks_read_per_sec: Vec<Option<f64>>,
+    pub blks_hit_per_sec: Vec<Option<f64>>,
+    pub tup_returned_per_sec: Vec<Option<f64>>,
+    pub tup_fetched_per_sec: Vec<Option<f64>>,
+    pub tup_inserted_per_sec: Vec<Option<f64>>,
+    pub tup_updated_per_sec: Vec<Option<f64>>,
+    pub tup_deleted_per_sec: Vec<Option<f64>>,
+    pub temp_bytes_per_sec: Vec<Option<f64>>,
+    pub deadlocks_per_sec: Vec<Option<f64>>,
+    pub conflicts_per_sec: Vec<Option<f64>>,
+    /// blks_hit / (blks_hit + blks_read) over the bucket.
+    pub cache_hit_ratio: Vec<Option<f64>>,
+    /// Average connected backends.
+    pub numbackends: Vec<Option<f64>>,
+    /// Average database size (server level: the sum over its databases).
+    pub size_bytes: Vec<Option<f64>>,
+    /// Server level only: filesystem of the data directory, over SSH.
+    #[oai(skip_serializing_if_is_none)]
+    pub disk_used_bytes: Option<Vec<Option<f64>>>,
+    #[oai(skip_serializing_if_is_none)]
+    pub disk_total_bytes: Option<Vec<Option<f64>>>,
+    /// Server level only: share of probes that found the server up (0..1).
+    #[oai(skip_serializing_if_is_none)]
+    pub availability: Option<Vec<Option<f64>>>,
+}
+
+/// One database as the collector has seen it.
+#[derive(Debug, Object)]
+pub struct DbInfoOut {
+    pub server: String,
+    pub database: String,
+    pub oid: Option<i64>,
+    pub owner: Option<String>,
+    pub encoding: Option<String>,
+    pub first_seen: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+    /// When the collector found the database gone; `null` while it exists.
+    pub dropped_at: Option<DateTime<Utc>>,
+    /// age(datfrozenxid) at the last catalog check.
+    pub frozen_xid_age: Option<i64>,
+    pub size_bytes: Option<i64>,
+    pub size_at: Option<DateTime<Utc>>,
+    /// Bytes grown since 24 h / 7 d / 30 d before the latest size; `null` without a sample that old.
+    pub growth_24h_bytes: Option<i64>,
+    pub growth_7d_bytes: Option<i64>,
+    pub growth_30d_bytes: Option<i64>,
+    /// Time of the last pg_stat_database snapshot.
+    pub last_snapshot: Option<DateTime<Utc>>,
+    pub numbackends: Option<i32>,
+    pub stats_reset: Option<DateTime<Utc>>,
+    /// The latest cumulative counters of pg_stat_database.
+    pub counters: BTreeMap<String, Option<i64>>,
+}
+
+pub struct StatsApi;
+
+#[OpenApi(tag = "Tag::Stats")]
+impl StatsApi {
+    /// History of a server: rates and gauges summed over its databases, availability and disk.
+    ///
+    /// `from`/`to` are RFC 3339 (default: the last 24 h); `step` is in seconds (default: at most
+    /// about 1,000 points; more than 2,000 points is refused).
+    #[oai(path = "/server/:name/stats", method = "get")]
+    async fn server_history(
+        &self,
+        state: Data<&AppState>,
+        _auth: Auth,
+        name: Path<String>,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+        step: Query<Option<i64>>,
+    ) -> ApiResult<Json<Series>> {
+        let w = window(&state, from.0, to.0, step.0)?;
+        let server = server_by_name(&state, &name).await?;
+        let buckets = stats_read::history(&state.pool, server.id, None, &w).await?;
+        Ok(Json(series(server.name, None, &w, &buckets)))
+    }
+
+    /// History of one database of a server (same parameters as the server's).
+    #[oai(path = "/server/:name/db/:db/stats", method = "get")]
+    async fn db_history(
+        &self,
+        state: Data<&AppState>,
+        _auth: Auth,
+        name: Path<String>,
+        db: Path<String>,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+        step: Query<Option<i64>>,
+    ) -> ApiResult<Json<Series>> {
+        let w = window(&state, from.0, to.0, step.0)?;
+        let server = server_by_name(&state, &name).await?;
+        if !stats_read::database_known(&state.pool, server.id, &db).await? {
+            return Err(db_not_found(&name, &db));
+        }
+        let buckets = stats_read::history(&state.pool, server.id, Some(&db), &w).await?;
+        Ok(Json(series(server.name, Some(db.0), &w, &buckets)))
+    }
+
+    /// One database: when it was seen, its size and growth, the latest counters, age(datfrozenxid).
+    #[oai(path = "/server/:name/db/:db", method = "get")]
+    async fn db_info(
+        &self,
+        state: Data<&AppState>,
+        _auth: Auth,
+        name: Path<String>,
+        db: Path<String>,
+    ) -> ApiResult<Json<DbInfoOut>> {
+        let server = server_by_name(&state, &name).await?;
+        let info = stats_read::db_info(&state.pool, server.id, &db)
+            .await?
+            .ok_or_else(|| db_not_found(&name, &db))?;
+        Ok(Json(DbInfoOut {
+            server: server.name,
+            database: db.0,
+            oid: info.oid,
+            owner: info.owner,
+            encoding: info.encoding,
+            first_seen: info.first_seen,
+            last_seen: info.last_seen,
+            dropped_at: info.dropped_at,
+            frozen_xid_age: info.frozen_xid_age,
+            size_bytes: info.size_bytes,
+            size_at: info.size_at,
+            growth_24h_bytes: info.growth_24h,
+            growth_7d_bytes: info.growth_7d,
+            growth_30d_bytes: info.growth_30d,
+            last_snapshot: info.last_snapshot,
+            numbackends: info.numbackends,
+            stats_reset: info.stats_reset,
+            counters: info.counters.into_iter().collect(),
+        }))
+    }
+}
+
+pub(crate) async fn server_by_name(state: &AppState, name: &str) -> ApiResult<ServerRow> {
+    servers::get_by_name(&state.pool, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("server {name} not found")))
+}
+
+fn db_not_found(server: &str, db: &str) -> ApiError {
+    ApiError::not_found(format!("database {db} not found on server {server}"))
+}
+
+/// Validates the range and picks the step; every error is a 400 that says what is wrong.
+fn window(
+    state: &AppState,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    step: Option<i64>,
+) -> ApiResult<Window> {
+    let interval = i64::try_from(state.cfg.collector.collect_interval_secs).unwrap_or(600);
+    plan_window(from, to, step, interval, Utc::now()).map_err(ApiError::bad_request)
+}
+
+/// The pure part of [`window`], separated for unit tests.
+pub fn plan_window(
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    step: Option<i64>,
+    collect_interval_secs: i64,
+    now: DateTime<Utc>,
+) -> Result<Window, String> {
+    let to = to.unwrap_or(now);
+    let from = from.unwrap_or(to - TimeDelta::hours(24));
+    if from >= to {
+        return Err("`from` must be before `to`".into());
+    }
+    let span = (to - from).num_seconds().max(1);
+    let step = match step {
+        Some(s) if s < 1 => return Err("`step` must be a positive number of seconds".into()),
+        Some(s) => s,
+        None => NICE_STEPS
+            .iter()
+            .copied()
+            .filter(|s| *s >= collect_interval_secs.min(86400))
+            .find(|s| ceil_div(span, *s) <= DEFAULT_POINTS)
+            .unwrap_or_else(|| ceil_div(ceil_div(span, DEFAULT_POINTS), 86400) * 86400),
+    };
+    let first = rates::bucket_start(from, step);
+    let end = rates::bucket_start(to - TimeDelta::microseconds(1), step) + TimeDelta::seconds(step);
+    let points = (end - first).num_seconds() / step;
+    if points > MAX_POINTS {
+        return Err(format!(
+            "the range with step {step} s gives {points} points; at most {MAX_POINTS} are allowed: \
+             use a larger step or a shorter range"
+        ));
+    }
+    Ok(Window {
+        first,
+        end,
+        step_secs: step,
+        max_gap_secs: 2.0 * collect_interval_secs as f64,
+    })
+}
+
+fn ceil_div(a: i64, b: i64) -> i64 {
+    (a + b - 1) / b
+}
+
+fn series(server: String, database: Option<String>, w: &Window, buckets: &[(DateTime<Utc>, Acc)]) -> Series {
+    let n = usize::try_from((w.end - w.first).num_seconds() / w.step_secs).unwrap_or(0);
+    let empty = Acc::default();
+    let mut accs: Vec<&Acc> = Vec::with_capacity(n);
+    let mut time = Vec::with_capacity(n);
+    let mut it = buckets.iter().peekable();
+    for i in 0..n {
+        let t = w.first + TimeDelta::seconds(w.step_secs * i as i64);
+        time.push(t);
+        while it.peek().is_some_and(|(b, _)| *b < t) {
+            it.next();
+        }
+        match it.peek() {
+            Some((b, a)) if *b == t => accs.push(a),
+            _ => accs.push(&empty),
+        }
+    }
+    let col = |f: &dyn Fn(&Acc) -> Option<f64>| accs.iter().map(|a| f(a)).collect::<Vec<_>>();
+    let rate = |i: usize| col(&|a: &Acc| a.rate(i));
+    let server_level = database.is_none();
+    Series {
+        server,
+        database,
+        from: w.first,
+        to: w.end,
+        step: w.step_secs,
+        covered_secs: accs.iter().map(|a| a.secs).collect(),
+        xact_per_sec: col(&Acc::xact_rate),
+        commits_per_sec: rate(0),
+        rollbacks_per_sec: rate(1),
+        blks_read_per_sec: rate(2),
+        blks_hit_per_sec: rate(3),
+        tup_returned_per_sec: rate(4),
+        tup_fetched_per_sec: rate(5),
+        tup_inserted_per_sec: rate(6),
+        tup_updated_per_sec: rate(7),
+        tup_deleted_per_sec: rate(8),
+        temp_bytes_per_sec: rate(9),
+        deadlocks_per_sec: rate(10),
+        conflicts_per_sec: rate(11),
+        cache_hit_ratio: col(&Acc::cache_hit_ratio),
+        numbackends: col(&Acc::numbackends),
+        size_bytes: col(&Acc::size_bytes),
+        disk_used_bytes: server_level.then(|| col(&Acc::disk_used_bytes)),
+        disk_total_bytes: server_level.then(|| col(&Acc::disk_total_bytes)),
+        availability: server_level.then(|| col(&Acc::availability)),
+        time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn default_step_keeps_about_a_thousand_points() {
+        let now = Utc.timestamp_opt(1_800_000_000, 0).single().unwrap_or_default();
+        let w = plan_window(None, None, None, 600, now).expect("24h");
+        assert_eq!(w.step_secs, 600);
+        assert_eq!((w.end - w.first).num_seconds() / 600, 144);
+        let week = plan_window(Some(now - TimeDelta::days(7)), Some(now), None, 600, now).expect("7d");
+        assert_eq!(week.step_secs, 1200);
+        let year = plan_window(Some(now - TimeDelta::days(365)), Some(now), None, 600, now).expect("1y");
+        assert_eq!(year.step_secs, 43200);
+    }
+
+    #[test]
+    fn bad_ranges_and_steps_are_refused() {
+        let a = at("2026-01-02T00:00:00Z");
+        let b = at("2026-01-01T00:00:00Z");
+        assert!(plan_window(Some(a), Some(b), None, 600, a).is_err());
+        assert!(plan_window(Some(b), Some(a), Some(0), 600, a).is_err());
+        assert!(plan_window(Some(b), Some(a), Some(43), 600, a).is_err());
+        assert!(plan_window(Some(b), Some(a), Some(44), 600, a).is_ok());
+    }
+}

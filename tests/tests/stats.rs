@@ -1,0 +1,381 @@
+//! End-to-end tests of the stats API: history rates across resets, restarts and gaps (from rows put in
+//! the store, read both before and after the rollups), limits, 404s, roles, database info, and a
+//! pgbench run measured by the real collector.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use pgmon_tests::{Proc, TestEnv, http};
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::PgPool;
+
+const PW: &str = "correct-horse-1";
+
+async fn setup(extra: &str) -> (TestEnv, Proc, [String; 3]) {
+    let env = TestEnv::new("login_attempts_per_minute = 10000", extra).await;
+    for (login, role) in [("admin", "admin"), ("operator", "operator"), ("viewer", "viewer")] {
+        env.add_user(login, role, PW);
+    }
+    let api = env.spawn_api().await;
+    let tokens = [
+        http::token(&api.base, "admin", PW).await,
+        http::token(&api.base, "operator", PW).await,
+        http::token(&api.base, "viewer", PW).await,
+    ];
+    (env, api, tokens)
+}
+
+async fn add_server(pool: &PgPool, name: &str, port: i32, dbname: &str) -> i64 {
+    sqlx::query_scalar(
+        "INSERT INTO servers (name, host, port, dbname, username, sslmode, pool)
+         VALUES ($1, '127.0.0.1', $2, $3, 'postgres', 'disable', 'default') RETURNING id",
+    )
+    .bind(name)
+    .bind(port)
+    .bind(dbname)
+    .fetch_one(pool)
+    .await
+    .expect("insert server")
+}
+
+/// One stat_database row: commits and blocks given, the other counters follow commits.
+#[allow(clippy::too_many_arguments)]
+async fn put_sample(
+    pool: &PgPool,
+    server: i64,
+    db: &str,
+    slot: DateTime<Utc>,
+    commits: i64,
+    reset: Option<DateTime<Utc>>,
+    start: DateTime<Utc>,
+    backends: i32,
+) {
+    sqlx::query(
+        "INSERT INTO stat_database (server_id, slot, datid, datname, collected_at, postmaster_start,
+             stats_reset, numbackends, xact_commit, xact_rollback, blks_read, blks_hit, tup_returned,
+             tup_fetched, tup_inserted, tup_updated, tup_deleted, conflicts, temp_files, temp_bytes, deadlocks)
+         VALUES ($1, $2, 1, $3, $2 + interval '2 seconds', $4, $5, $6, $7, $7 / 10, $7, $7 * 9, $7 * 5,
+                 $7, $7, 0, 0, 0, 0, 0, 0)",
+    )
+    .bind(server)
+    .bind(slot)
+    .bind(db)
+    .bind(start)
+    .bind(reset)
+    .bind(backends)
+    .bind(commits)
+    .execute(pool)
+    .await
+    .expect("insert sample");
+}
+
+fn base_time() -> DateTime<Utc> {
+    // Whole hours, two days ago: inside the partitions the migration creates.
+    let now = Utc::now().timestamp();
+    DateTime::from_timestamp(now - now % 3600 - 2 * 86400, 0).expect("time")
+}
+
+fn floats(v: &Value, key: &str) -> Vec<Option<f64>> {
+    v[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+        .iter()
+        .map(Value::as_f64)
+        .collect()
+}
+
+fn q(from: DateTime<Utc>, to: DateTime<Utc>, step: i64) -> String {
+    format!(
+        "from={}&to={}&step={step}",
+        from.format("%Y-%m-%dT%H:%M:%SZ"),
+        to.format("%Y-%m-%dT%H:%M:%SZ")
+    )
+}
+
+/// 24 slots of 10 minutes for two databases at 1 commit/s (`app`) and 2 commits/s (`web`), with a
+/// stats reset of `app` at slot 6, a server restart at slot 10, no data for slots 13-15, a counter
+/// going down in `app` at slot 19. Returns the slots.
+async fn load_story(pool: &PgPool, server: i64) -> Vec<DateTime<Utc>> {
+    let t0 = base_time();
+    let slots: Vec<DateTime<Utc>> = (0..24).map(|i| t0 + TimeDelta::minutes(10 * i)).collect();
+    let boot1 = t0 - TimeDelta::days(30);
+    let boot2 = slots[10] - TimeDelta::minutes(3);
+    let reset = slots[6] - TimeDelta::minutes(5);
+    let (mut app, mut web) = (1_000_000i64, 5_000_000i64);
+    for (i, slot) in slots.iter().enumerate() {
+        if (13..=15).contains(&i) {
+            app += 600;
+            web += 1200;
+            continue;
+        }
+        app += 600;
+        web += 1200;
+        if i == 6 {
+            app = 300; // reset 5 minutes before the slot
+        }
+        if i == 10 {
+            app = 180;
+            web = 360;
+        }
+        if i == 19 {
+            app -= 5000;
+        }
+        let start = if i >= 10 { boot2 } else { boot1 };
+        let app_reset = if i >= 6 { Some(reset) } else { None };
+        put_sample(pool, server, "app", *slot, app, app_reset, start, 3).await;
+        put_sample(pool, server, "web", *slot, web, None, start, 5).await;
+        sqlx::query(
+            "INSERT INTO availability (server_id, slot, collected_at, up, latency_ms) VALUES ($1, $2, $2, true, 1.5)",
+        )
+        .bind(server)
+        .bind(slot)
+        .execute(pool)
+        .await
+        .expect("availability");
+        if i % 3 == 0 {
+            for (db, size) in [("app", 1_000_000 + i as i64 * 1000), ("web", 2_000_000)] {
+                sqlx::query("INSERT INTO db_size (server_id, slot, datname, collected_at, size_bytes) VALUES ($1, $2, $3, $2, $4)")
+                    .bind(server)
+                    .bind(slot)
+                    .bind(db)
+                    .bind(size)
+                    .execute(pool)
+                    .await
+                    .expect("size");
+            }
+        }
+    }
+    for (i, slot) in slots.iter().enumerate().filter(|(i, _)| (13..=15).contains(i)) {
+        let _ = i;
+        sqlx::query(
+            "INSERT INTO availability (server_id, slot, collected_at, up, error_class) VALUES ($1, $2, $2, false, 'unreachable')",
+        )
+        .bind(server)
+        .bind(slot)
+        .execute(pool)
+        .await
+        .expect("availability down");
+    }
+    slots
+}
+
+fn assert_story_db(v: &Value, slots: &[DateTime<Utc>]) {
+    let commits = floats(v, "commits_per_sec");
+    assert_eq!(commits.len(), slots.len(), "{v}");
+    for (i, c) in commits.iter().enumerate().take(slots.len()) {
+        match i {
+            // First slot has no baseline; reset, restart, the three missing slots, the first slot after
+            // the gap and the counter going down have no trusted delta.
+            0 | 6 | 10 | 13 | 14 | 15 | 16 | 19 => assert_eq!(*c, None, "slot {i}: {commits:?}"),
+            _ => {
+                let c = c.unwrap_or_else(|| panic!("slot {i} is a gap: {commits:?}"));
+                assert!((c - 600.0 / 600.0).abs() < 0.01, "slot {i}: {c}");
+            }
+        }
+    }
+    for x in commits.iter().flatten() {
+        assert!(*x >= 0.0 && *x < 1.1, "negative or spiked point {x}");
+    }
+    let hit = floats(v, "cache_hit_ratio");
+    assert!((hit[3].expect("hit ratio") - 0.9).abs() < 1e-9);
+    assert_eq!(floats(v, "numbackends")[3], Some(3.0));
+}
+
+#[tokio::test]
+async fn rates_survive_resets_restarts_and_gaps_before_and_after_rollups() {
+    let (env, api, [admin, operator, viewer]) = setup("").await;
+    let pool = env.db.pool().await;
+    let server = add_server(&pool, "prod", 5432, "postgres").await;
+    let slots = load_story(&pool, server).await;
+    let (from, to) = (slots[0], slots[23] + TimeDelta::minutes(10));
+    let db_url = api.url(&format!("/server/prod/db/app/stats?{}", q(from, to, 600)));
+    let srv_url = api.url(&format!("/server/prod/stats?{}", q(from, to, 600)));
+    let hour_url = api.url(&format!("/server/prod/stats?{}", q(from, to, 3600)));
+
+    let (s, raw_db) = http::call("GET", &db_url, Some(&viewer), None).await;
+    assert_eq!(s, StatusCode::OK, "{raw_db}");
+    assert_story_db(&raw_db, &slots);
+    let (s, raw_srv) = http::call("GET", &srv_url, Some(&operator), None).await;
+    assert_eq!(s, StatusCode::OK, "{raw_srv}");
+    let (_, raw_hour) = http::call("GET", &hour_url, Some(&admin), None).await;
+
+    // Server level: app + web = 3 commits/s; a slot where any database refused its delta is left out.
+    let commits = floats(&raw_srv, "commits_per_sec");
+    for (i, c) in commits.iter().enumerate().take(24) {
+        match i {
+            0 | 6 | 10 | 13 | 14 | 15 | 16 | 19 => assert_eq!(*c, None, "slot {i}: {commits:?}"),
+            _ => assert!((c.expect("rate") - 3.0).abs() < 0.02, "slot {i}: {c:?}"),
+        }
+    }
+    let avail = floats(&raw_srv, "availability");
+    assert_eq!(avail[12], Some(1.0));
+    assert_eq!(avail[14], Some(0.0));
+    assert_eq!(floats(&raw_srv, "numbackends")[2], Some(8.0));
+    assert_eq!(floats(&raw_srv, "size_bytes")[3], Some(3_003_000.0));
+    assert_eq!(floats(&raw_srv, "size_bytes")[4], None);
+
+    // The rollups give the same answers, and a second refresh changes nothing.
+    let n = pgmon_shared::store::rollups::refresh_rollups(&pool)
+        .await
+        .expect("refresh");
+    assert!(n > 0);
+    let (_, rolled_db) = http::call("GET", &db_url, Some(&viewer), None).await;
+    let (_, rolled_srv) = http::call("GET", &srv_url, Some(&viewer), None).await;
+    let (_, rolled_hour) = http::call("GET", &hour_url, Some(&viewer), None).await;
+    assert_story_db(&rolled_db, &slots);
+    assert_eq!(raw_db, rolled_db);
+    assert_eq!(raw_srv, rolled_srv);
+    assert_eq!(raw_hour, rolled_hour);
+    pgmon_shared::store::rollups::refresh_rollups(&pool)
+        .await
+        .expect("refresh again");
+    let (_, again) = http::call("GET", &hour_url, Some(&viewer), None).await;
+    assert_eq!(raw_hour, again);
+
+    // Hour buckets: rate over the covered seconds only, never a spike.
+    let hourly = floats(&raw_hour, "commits_per_sec");
+    for x in hourly.iter().flatten() {
+        assert!((x - 3.0).abs() < 0.02, "{hourly:?}");
+    }
+    let covered = floats(&raw_hour, "covered_secs");
+    assert!(covered[0].expect("secs") < 3600.0 && covered[0].expect("secs") > 2900.0);
+
+    // New slots after the rollup come from the raw tables and join the rolled-up ones.
+    let next = slots[23] + TimeDelta::minutes(10);
+    put_sample(
+        &pool,
+        server,
+        "app",
+        next,
+        180 + 600 * 13 - 5000 + 600,
+        Some(slots[6] - TimeDelta::minutes(5)),
+        slots[10] - TimeDelta::minutes(3),
+        3,
+    )
+    .await;
+    let url = api.url(&format!(
+        "/server/prod/db/app/stats?{}",
+        q(from, next + TimeDelta::minutes(10), 600)
+    ));
+    let (_, v) = http::call("GET", &url, Some(&viewer), None).await;
+    let c = floats(&v, "commits_per_sec");
+    assert!((c[24].expect("new slot") - 1.0).abs() < 0.01, "{c:?}");
+}
+
+#[tokio::test]
+async fn limits_404s_roles_and_database_info() {
+    let (env, api, tokens) = setup("").await;
+    let pool = env.db.pool().await;
+    let server = add_server(&pool, "prod", 5432, "postgres").await;
+    let slots = load_story(&pool, server).await;
+    sqlx::query(
+        "INSERT INTO databases (server_id, oid, name, owner, encoding, frozen_xid_age, first_seen, last_seen, dropped_at)
+         VALUES ($1, 1, 'app', 'postgres', 'UTF8', 1234, $2, $3, NULL),
+                ($1, 7, 'gone', 'postgres', 'UTF8', 99, $2, $2, $3)",
+    )
+    .bind(server)
+    .bind(slots[0])
+    .bind(slots[23])
+    .execute(&pool)
+    .await
+    .expect("databases");
+    let range = q(slots[0], slots[23], 600);
+
+    for t in &tokens {
+        let (s, _) = http::call(
+            "GET",
+            &api.url(&format!("/server/prod/stats?{range}")),
+            Some(t),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, info) = http::call("GET", &api.url("/server/prod/db/app"), Some(t), None).await;
+        assert_eq!(s, StatusCode::OK, "{info}");
+    }
+    let (s, _) = http::call("GET", &api.url("/server/prod/stats"), None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    let viewer = Some(tokens[2].as_str());
+    let cases = [
+        (format!("/server/nope/stats?{range}"), StatusCode::NOT_FOUND),
+        (
+            format!("/server/prod/db/nope/stats?{range}"),
+            StatusCode::NOT_FOUND,
+        ),
+        ("/server/prod/db/nope".to_string(), StatusCode::NOT_FOUND),
+        ("/server/nope/db/app".to_string(), StatusCode::NOT_FOUND),
+        (
+            format!("/server/prod/stats?{}", q(slots[5], slots[1], 600)),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("/server/prod/stats?{}", q(slots[0], slots[23], 0)),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!(
+                "/server/prod/stats?{}",
+                q(slots[0], slots[0] + TimeDelta::days(30), 60)
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/server/prod/stats?from=yesterday".to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!(
+                "/server/prod/stats?{}",
+                q(slots[0], slots[0] + TimeDelta::days(30), 1300)
+            ),
+            StatusCode::OK,
+        ),
+    ];
+    for (path, want) in &cases {
+        let (s, body) = http::call("GET", &api.url(path), viewer, None).await;
+        assert_eq!(s, *want, "{path}: {body}");
+        if s != StatusCode::OK {
+            assert!(body["detail"].is_string(), "{path}: {body}");
+        }
+    }
+    let (_, body) = http::call(
+        "GET",
+        &api.url(&format!(
+            "/server/prod/stats?{}",
+            q(slots[0], slots[0] + TimeDelta::days(30), 60)
+        )),
+        viewer,
+        None,
+    )
+    .await;
+    assert!(body["detail"].as_str().unwrap_or("").contains("2000"), "{body}");
+
+    // Default range: the last 24 hours, with a step giving at most about 1,000 points.
+    let (s, body) = http::call("GET", &api.url("/server/prod/db/app/stats"), viewer, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["step"], 600);
+    assert!(body["time"].as_array().map_or(0, Vec::len) <= 1000);
+
+    // Database info, including a dropped database and size growth.
+    let (_, info) = http::call("GET", &api.url("/server/prod/db/app"), viewer, None).await;
+    assert_eq!(info["frozen_xid_age"], 1234);
+    assert_eq!(info["dropped_at"], Value::Null);
+    assert_eq!(info["size_bytes"], 1_021_000);
+    assert_eq!(info["counters"]["xact_commit"], sqlx::query_scalar::<_, i64>(
+        "SELECT xact_commit FROM stat_database WHERE server_id = $1 AND datname = 'app' ORDER BY slot DESC LIMIT 1",
+    ).bind(server).fetch_one(&pool).await.expect("latest"));
+    assert_eq!(info["growth_24h_bytes"], Value::Null);
+    assert!(info["last_snapshot"].is_string());
+    let (s, gone) = http::call("GET", &api.url("/server/prod/db/gone"), viewer, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(gone["dropped_at"].is_string(), "{gone}");
+    // A dropped database keeps its history.
+    let (s, _) = http::call(
+        "GET",
+        &api.url(&format!("/server/prod/db/gone/stats?{range}")),
+        viewer,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+}
