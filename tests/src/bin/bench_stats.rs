@@ -1,0 +1,341 @@
+//! Benchmark of the history read path: 12 months of 10-minute snapshots for 10 servers x 20 databases
+//! generated with SQL straight into a fresh store, rolled up, then loaded with 64 concurrent clients.
+//! Prints req/s, p50 and p99 per scenario, pgmon-api's RSS, and the same rollup query run directly
+//! with sqlx at the same concurrency (the plain-SQL baseline). Run through `scripts/bench-stats.sh`.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use pgmon_tests::{TestEnv, http};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SERVERS: i64 = 10;
+const DBS: i64 = 20;
+const CLIENTS: usize = 64;
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+struct Outcome {
+    ok: u64,
+    failed: u64,
+    lat: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    fn print(&self, label: &str) {
+        println!(
+            "{label:<44} {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} ok, {} failed)",
+            self.ok as f64 / self.elapsed.as_secs_f64(),
+            percentile(&self.lat, 0.50).as_secs_f64() * 1000.0,
+            percentile(&self.lat, 0.99).as_secs_f64() * 1000.0,
+            self.ok,
+            self.failed
+        );
+    }
+}
+
+/// Runs `job(i)` from [`CLIENTS`] tasks for `secs` seconds.
+async fn load<F, Fut>(secs: u64, job: F) -> Outcome
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let job = Arc::new(job);
+    let start = Instant::now();
+    let stop = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let job = job.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut lat) = (0u64, 0u64, Vec::new());
+            let mut i = c as u64 * 7919;
+            while Instant::now() < stop {
+                let t = Instant::now();
+                if job(i).await {
+                    ok += 1;
+                    lat.push(t.elapsed());
+                } else {
+                    failed += 1;
+                }
+                i += 1;
+            }
+            (ok, failed, lat)
+        }));
+    }
+    let mut out = Outcome {
+        ok: 0,
+        failed: 0,
+        lat: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    for t in tasks {
+        if let Ok((ok, failed, lat)) = t.await {
+            out.ok += ok;
+            out.failed += failed;
+            out.lat.extend(lat);
+        }
+    }
+    out.elapsed = start.elapsed();
+    out.lat.sort();
+    out
+}
+
+async fn generate(pool: &PgPool, now: DateTime<Utc>) -> Vec<i64> {
+    let t0 = now - TimeDelta::days(365);
+    let t0 = DateTime::from_timestamp(t0.timestamp() - t0.timestamp() % 600, 0).expect("t0");
+    let slots = 365 * 144;
+    sqlx::query("SELECT pgmon_ensure_partitions($1, $2)")
+        .bind(t0)
+        .bind(now + TimeDelta::days(31))
+        .execute(pool)
+        .await
+        .expect("partitions");
+    let mut ids = Vec::new();
+    for s in 0..SERVERS {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO servers (name, host, port, dbname, username, sslmode, pool)
+             VALUES ($1, '127.0.0.1', 5432, 'postgres', 'postgres', 'disable', 'default') RETURNING id",
+        )
+        .bind(format!("srv{s}"))
+        .fetch_one(pool)
+        .await
+        .expect("server");
+        let t = Instant::now();
+        // Cumulative counters growing at a rate that depends on the database and the time of day.
+        sqlx::query(
+            "INSERT INTO stat_database (server_id, slot, datid, datname, collected_at, postmaster_start,
+                 numbackends, xact_commit, xact_rollback, blks_read, blks_hit, tup_returned, tup_fetched,
+                 tup_inserted, tup_updated, tup_deleted, conflicts, temp_files, temp_bytes, deadlocks)
+             SELECT $1, $2::timestamptz + n * interval '10 min', 16384 + d, 'db' || d,
+                    $2::timestamptz + n * interval '10 min' + interval '2 s', $2::timestamptz - interval '1 day',
+                    (d + n) % 17, n * (600 + d * 10), n * 3, n * 120, n * 12000, n * 50000, n * 9000,
+                    n * 300, n * 200, n * 20, 0, n / 100, n * 4096, n / 5000
+             FROM generate_series(0, $3 - 1) n, generate_series(1, $4) d",
+        )
+        .bind(id)
+        .bind(t0)
+        .bind(slots)
+        .bind(DBS)
+        .execute(pool)
+        .await
+        .expect("stat_database");
+        sqlx::query(
+            "INSERT INTO db_size (server_id, slot, datname, collected_at, size_bytes)
+             SELECT $1, $2::timestamptz + n * interval '30 min', 'db' || d, $2::timestamptz + n * interval '30 min',
+                    1000000000 + n * 10000 * d
+             FROM generate_series(0, $3 / 3 - 1) n, generate_series(1, $4) d",
+        )
+        .bind(id)
+        .bind(t0)
+        .bind(slots)
+        .bind(DBS)
+        .execute(pool)
+        .await
+        .expect("db_size");
+        sqlx::query(
+            "INSERT INTO availability (server_id, slot, collected_at, up, latency_ms)
+             SELECT $1, $2::timestamptz + n * interval '10 min', $2::timestamptz + n * interval '10 min', n % 1000 <> 0, 2
+             FROM generate_series(0, $3 - 1) n",
+        )
+        .bind(id)
+        .bind(t0)
+        .bind(slots)
+        .execute(pool)
+        .await
+        .expect("availability");
+        sqlx::query(
+            "INSERT INTO disk_usage (server_id, slot, collected_at, mount, total_bytes, used_bytes, available_bytes)
+             SELECT $1, $2::timestamptz + n * interval '30 min', $2::timestamptz + n * interval '30 min', '/',
+                    1000000000000, 400000000000 + n * 1000000, 600000000000 - n * 1000000
+             FROM generate_series(0, $3 / 3 - 1) n",
+        )
+        .bind(id)
+        .bind(t0)
+        .bind(slots)
+        .execute(pool)
+        .await
+        .expect("disk_usage");
+        println!(
+            "generated srv{s}: {} snapshots in {:.1} s",
+            slots * DBS,
+            t.elapsed().as_secs_f64()
+        );
+        ids.push(id);
+    }
+    sqlx::query("ANALYZE").execute(pool).await.expect("analyze");
+    ids
+}
+
+#[tokio::main]
+async fn main() {
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let env = TestEnv::new("login_attempts_per_minute = 1000000000", "").await;
+    env.add_user("bench", "viewer", "bench-password-1");
+    let api = env.spawn_api().await; // migrates the store
+    let pid = api.child.id();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect(&env.db.url)
+        .await
+        .expect("store");
+    let now = Utc::now();
+    let t = Instant::now();
+    let ids = generate(&pool, now).await;
+    println!(
+        "generated 12 months x {SERVERS} servers x {DBS} databases in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let rows = pgmon_shared::store::rollups::refresh_rollups(&pool)
+        .await
+        .expect("rollups");
+    println!(
+        "initial rollup: {rows} rows in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    pgmon_shared::store::rollups::refresh_rollups(&pool)
+        .await
+        .expect("rollups");
+    println!(
+        "incremental rollup with nothing new: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    sqlx::query("VACUUM ANALYZE stat_rollup")
+        .execute(&pool)
+        .await
+        .expect("vacuum");
+
+    let token = http::token(&api.base, "bench", "bench-password-1").await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .build()
+        .expect("client");
+    let fmt = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let to = fmt(now);
+    println!("pgmon-api RSS before load: {} KiB", rss_kib(pid));
+    let scenarios: [(&str, i64, bool); 3] = [
+        ("GET /server/{s}/db/{d}/stats, 7 days", 7, true),
+        ("GET /server/{s}/db/{d}/stats, 365 days", 365, true),
+        ("GET /server/{s}/stats, 30 days", 30, false),
+    ];
+    for (label, days, per_db) in scenarios {
+        let from = fmt(now - TimeDelta::days(days));
+        let (base, token, client, to) = (api.base.clone(), token.clone(), client.clone(), to.clone());
+        let first_url = if per_db {
+            format!("{base}/server/srv0/db/db1/stats?from={from}&to={to}")
+        } else {
+            format!("{base}/server/srv0/stats?from={from}&to={to}")
+        };
+        let sample: serde_json::Value = client
+            .get(&first_url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        let points = sample["time"].as_array().map_or(0, Vec::len);
+        let step = sample["step"].as_i64().unwrap_or(0);
+        let out = load(secs, move |i| {
+            let s = i % SERVERS as u64;
+            let d = 1 + (i / SERVERS as u64) % DBS as u64;
+            let url = if per_db {
+                format!("{base}/server/srv{s}/db/db{d}/stats?from={from}&to={to}")
+            } else {
+                format!("{base}/server/srv{s}/stats?from={from}&to={to}")
+            };
+            let req = client.get(url).bearer_auth(token.clone());
+            async move {
+                match req.send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    _ => false,
+                }
+            }
+        })
+        .await;
+        out.print(&format!("API  {label}"));
+        println!(
+            "     ({points} points, step {step} s; pgmon-api RSS now {} KiB)",
+            rss_kib(pid)
+        );
+
+        // Baseline: the rollup query the API runs, straight from sqlx at the same concurrency.
+        let pool2 = pool.clone();
+        let ids2 = ids.clone();
+        let tier = pgmon_shared::store::stats_read::tier_for(step);
+        let first = pgmon_shared::stats::rates::bucket_start(now - TimeDelta::days(days), step);
+        let out = load(secs, move |i| {
+            let pool = pool2.clone();
+            let id = ids2[(i % SERVERS as u64) as usize];
+            let db = if per_db { format!("db{}", 1 + (i / SERVERS as u64) % DBS as u64) } else { String::new() };
+            async move {
+                sqlx::query(
+                    "SELECT date_bin(make_interval(secs => $5), bucket, 'epoch'::timestamptz) AS b, sum(secs),
+                            sum(xact_commit)::bigint, sum(xact_rollback)::bigint, sum(blks_read)::bigint,
+                            sum(blks_hit)::bigint, sum(tup_returned)::bigint, sum(tup_fetched)::bigint,
+                            sum(tup_inserted)::bigint, sum(tup_updated)::bigint, sum(tup_deleted)::bigint,
+                            sum(temp_bytes)::bigint, sum(deadlocks)::bigint, sum(conflicts)::bigint,
+                            sum(backends_sum)::bigint, sum(backends_n)::bigint, sum(size_sum), sum(size_n)::bigint,
+                            sum(disk_used_sum), sum(disk_total_sum), sum(disk_n)::bigint, sum(up_n)::bigint,
+                            sum(avail_n)::bigint
+                     FROM stat_rollup WHERE server_id = $1 AND datname = $2 AND res = $3 AND bucket >= $4
+                       AND bucket < $6 GROUP BY b ORDER BY b",
+                )
+                .bind(id)
+                .bind(db)
+                .bind(i32::try_from(tier).unwrap_or(0))
+                .bind(first)
+                .bind(step as f64)
+                .bind(now + TimeDelta::seconds(step))
+                .fetch_all(&pool)
+                .await
+                .is_ok()
+            }
+        })
+        .await;
+        out.print(&format!("SQL  {label}"));
+    }
+    // For reference: the naive query computing the same 365-day series from the raw table.
+    let t = Instant::now();
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+           SELECT date_bin('12 hours', slot, 'epoch'::timestamptz) b, sum(d)
+           FROM (SELECT slot, xact_commit - lag(xact_commit) OVER (ORDER BY slot) d
+                 FROM stat_database WHERE server_id = $1 AND datname = 'db1' AND slot >= $2) x
+           GROUP BY b) y",
+    )
+    .bind(ids[0])
+    .bind(now - TimeDelta::days(365))
+    .fetch_one(&pool)
+    .await
+    .expect("raw query");
+    println!(
+        "raw table, 365 days, one database, one counter, no rollup: {:.1} ms ({n} points)",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    println!("pgmon-api RSS after load: {} KiB", rss_kib(pid));
+}
