@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Rows written per transaction at most (a batch is never split).
-const GROUP_ROWS: usize = 20_000;
+const GROUP_ROWS: usize = 10_000;
 /// Attempts of a group the store refuses for a reason other than being unreachable.
 const MAX_ATTEMPTS: u32 = 3;
 
@@ -268,7 +268,7 @@ async fn sleep_or_stop(d: Duration, stop: &CancellationToken) {
 
 /// Writes whole batches in one transaction.
 pub async fn write_group(pool: &PgPool, group: &[Batch]) -> Result<(), StoreError> {
-    let mut stat_rows = Vec::new();
+    let mut stat_rows: Vec<&StatDatabaseRow> = Vec::new();
     let mut avail = Vec::new();
     let mut sizes = Vec::new();
     let mut disks = Vec::new();
@@ -277,7 +277,7 @@ pub async fn write_group(pool: &PgPool, group: &[Batch]) -> Result<(), StoreErro
         match b {
             Batch::Stats { availability, rows } => {
                 avail.push(availability.clone());
-                stat_rows.extend(rows.iter().cloned());
+                stat_rows.extend(rows.iter());
             }
             Batch::Sizes { rows, disk } => {
                 sizes.extend(rows.iter().cloned());

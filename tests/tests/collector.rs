@@ -125,8 +125,9 @@ async fn snapshots_counters_databases_sizes_and_disk() {
     let (env, store) = env_with(600, "").await;
     let cluster = Cluster::start();
     let weird = "we\"ird db";
+    let control = "tab\there\\back\nslash";
     cluster
-        .create_databases(&[weird, "gone", "ünïcødé 'quoted'"])
+        .create_databases(&[weird, "gone", "ünïcødé 'quoted'", control])
         .await;
     let w = cluster.pool(weird).await;
     sqlx::query("CREATE TABLE t (x int)")
@@ -179,6 +180,17 @@ async fn snapshots_counters_databases_sizes_and_disk() {
     )
     .await;
     assert_eq!(stored, server_dbs);
+    let control_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM stat_database WHERE server_id = $1 AND datname = $2")
+            .bind(id)
+            .bind(control)
+            .fetch_one(&store)
+            .await
+            .expect("count");
+    assert_eq!(
+        control_rows, 1,
+        "a name with a tab, a backslash and a newline survives"
+    );
     let (up, latency): (bool, Option<f64>) =
         sqlx::query_as("SELECT up, latency_ms FROM availability WHERE server_id = $1")
             .bind(id)

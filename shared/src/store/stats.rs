@@ -9,6 +9,7 @@
 use super::Result;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
+use std::borrow::Borrow;
 
 /// One row of `pg_stat_database`, counters raw. Columns the server's version lacks are `None`.
 #[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
@@ -85,14 +86,166 @@ pub const STAT_DATABASE_COLUMNS: &str = "server_id, slot, datid, datname, collec
     blk_read_time, blk_write_time, session_time, active_time, idle_in_transaction_time, sessions, \
     sessions_abandoned, sessions_fatal, sessions_killed";
 
-/// Inserts the rows that are not there yet; returns how many were new.
-pub async fn insert_stat_database(conn: &mut PgConnection, rows: &[StatDatabaseRow]) -> Result<u64> {
+/// Inserts the rows that are not there yet; returns how many were new. Must run inside a transaction.
+///
+/// The rows go in with `COPY` (the fast path: a snapshot is nearly always new); if the key already
+/// exists (a slot written again after a restart, a retry, two collectors), `COPY` fails as a whole,
+/// the savepoint undoes it and the rows are re-sent as `INSERT ... ON CONFLICT DO NOTHING`.
+pub async fn insert_stat_database<R>(conn: &mut PgConnection, rows: &[R]) -> Result<u64>
+where
+    R: Borrow<StatDatabaseRow> + Sync,
+{
     if rows.is_empty() {
         return Ok(0);
     }
+    sqlx::query("SAVEPOINT pgmon_stat_copy")
+        .execute(&mut *conn)
+        .await?;
+    let copied = async {
+        let mut copy = conn
+            .copy_in_raw(&format!(
+                "COPY stat_database ({STAT_DATABASE_COLUMNS}) FROM STDIN"
+            ))
+            .await?;
+        let mut buf = Vec::with_capacity(64 * 1024);
+        for r in rows {
+            copy_line(&mut buf, r.borrow());
+            if buf.len() >= 60 * 1024 {
+                copy.send(buf.as_slice()).await?;
+                buf.clear();
+            }
+        }
+        if !buf.is_empty() {
+            copy.send(buf.as_slice()).await?;
+        }
+        copy.finish().await
+    }
+    .await
+    .map_err(super::StoreError::from);
+    match copied {
+        Ok(n) => {
+            sqlx::query("RELEASE SAVEPOINT pgmon_stat_copy")
+                .execute(&mut *conn)
+                .await?;
+            Ok(n)
+        }
+        Err(super::StoreError::Conflict(_)) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT pgmon_stat_copy")
+                .execute(&mut *conn)
+                .await?;
+            insert_stat_database_on_conflict(conn, rows).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One row in COPY's text format. Text is escaped (a database name may hold tabs, newlines or
+/// backslashes); timestamps are UTC; NULL is `\N`.
+fn copy_line(buf: &mut Vec<u8>, r: &StatDatabaseRow) {
+    use std::io::Write;
+    fn int<T: std::fmt::Display>(buf: &mut Vec<u8>, v: Option<T>) {
+        match v {
+            Some(v) => {
+                let _ = write!(buf, "{v}");
+            }
+            None => buf.extend_from_slice(b"\\N"),
+        }
+    }
+    fn float(buf: &mut Vec<u8>, v: Option<f64>) {
+        match v {
+            Some(v) if v.is_nan() => buf.extend_from_slice(b"NaN"),
+            Some(v) if v.is_infinite() => {
+                buf.extend_from_slice(if v > 0.0 { b"Infinity" } else { b"-Infinity" })
+            }
+            other => int(buf, other),
+        }
+    }
+    fn ts(buf: &mut Vec<u8>, v: Option<DateTime<Utc>>) {
+        match v {
+            Some(t) => {
+                let _ = write!(buf, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f+00"));
+            }
+            None => buf.extend_from_slice(b"\\N"),
+        }
+    }
+    fn text(buf: &mut Vec<u8>, v: &str) {
+        for b in v.bytes() {
+            match b {
+                b'\\' => buf.extend_from_slice(b"\\\\"),
+                b'\n' => buf.extend_from_slice(b"\\n"),
+                b'\r' => buf.extend_from_slice(b"\\r"),
+                b'\t' => buf.extend_from_slice(b"\\t"),
+                _ => buf.push(b),
+            }
+        }
+    }
+    let tab = |buf: &mut Vec<u8>| buf.push(b'\t');
+    int(buf, Some(r.server_id));
+    tab(buf);
+    ts(buf, Some(r.slot));
+    tab(buf);
+    int(buf, Some(r.datid));
+    tab(buf);
+    text(buf, &r.datname);
+    tab(buf);
+    ts(buf, Some(r.collected_at));
+    tab(buf);
+    ts(buf, r.postmaster_start);
+    tab(buf);
+    ts(buf, r.stats_reset);
+    tab(buf);
+    int(buf, r.numbackends);
+    for v in [
+        r.xact_commit,
+        r.xact_rollback,
+        r.blks_read,
+        r.blks_hit,
+        r.tup_returned,
+        r.tup_fetched,
+        r.tup_inserted,
+        r.tup_updated,
+        r.tup_deleted,
+        r.conflicts,
+        r.temp_files,
+        r.temp_bytes,
+        r.deadlocks,
+        r.checksum_failures,
+    ] {
+        tab(buf);
+        int(buf, v);
+    }
+    for v in [
+        r.blk_read_time,
+        r.blk_write_time,
+        r.session_time,
+        r.active_time,
+        r.idle_in_transaction_time,
+    ] {
+        tab(buf);
+        float(buf, v);
+    }
+    for v in [
+        r.sessions,
+        r.sessions_abandoned,
+        r.sessions_fatal,
+        r.sessions_killed,
+    ] {
+        tab(buf);
+        int(buf, v);
+    }
+    buf.push(b'\n');
+}
+
+/// The slow path of [`insert_stat_database`]: rows as arrays through `unnest`, existing keys skipped.
+async fn insert_stat_database_on_conflict<R>(conn: &mut PgConnection, rows: &[R]) -> Result<u64>
+where
+    R: Borrow<StatDatabaseRow> + Sync,
+{
     macro_rules! col {
         ($f:ident) => {
-            rows.iter().map(|r| r.$f.clone()).collect::<Vec<_>>()
+            rows.iter()
+                .map(|r| r.borrow().$f.clone())
+                .collect::<Vec<_>>()
         };
     }
     let sql = format!(

@@ -9,7 +9,7 @@
 use futures::StreamExt;
 use pgmon_shared::store::stats::{self, STAT_DATABASE_COLUMNS, StatDatabaseRow};
 use pgmon_tests::cluster::Cluster;
-use pgmon_tests::{TestEnv, bin, run_cli};
+use pgmon_tests::{TestEnv, bin};
 use std::time::Instant;
 
 fn env_num(name: &str, default: usize) -> usize {
@@ -17,6 +17,25 @@ fn env_num(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Runs the collector CLI. `PGMON_TEST_PG_URL` is removed: the config reads every `PGMON_*` variable
+/// as a key.
+fn collector(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(bin("pgmon-collector"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("PGMON_TEST_PG_URL")
+        .env_remove("PGMON_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run pgmon-collector");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// `key=value` from the collector's summary line.
@@ -49,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
         &format!("[collector]\nconcurrency = {concurrency}\nbuffer_max_rows = 1000000\n"),
     )
     .await;
-    let (code, out, err) = run_cli(&bin("pgmon-collector"), &env.config_path, &["migrate"], None);
+    let (code, out, err) = collector(&env.config_path, &["migrate"]);
     anyhow::ensure!(code == 0, "migrate failed: {out} {err}");
     let store = env.db.pool().await;
     let ports: Vec<i32> = (0..servers)
@@ -68,12 +87,7 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("collecting one stats slot of {servers} servers");
     let t = Instant::now();
-    let (code, out, err) = run_cli(
-        &bin("pgmon-collector"),
-        &env.config_path,
-        &["once", "--task", "stats"],
-        None,
-    );
+    let (code, out, err) = collector(&env.config_path, &["once", "--task", "stats"]);
     let wall = t.elapsed().as_secs_f64();
     anyhow::ensure!(code == 0, "once failed: {out} {err}");
     let rows = field(&out, "written_rows").unwrap_or(0);
