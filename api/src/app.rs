@@ -86,6 +86,7 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
         jwt: Arc::new(crate::auth::jwt::JwtKeys::new(&jwt_secret)),
         crypto: Arc::new(crypto),
         hasher,
+        remote: crate::remote_pools::RemotePools::start(cfg.pools.clone()),
         cfg: Arc::new(cfg),
         started: Instant::now(),
     })

@@ -18,4 +18,5 @@ pub struct AppState {
     pub hasher: Hasher,
     pub limiter: LoginLimiter,
     pub started: Instant,
+    pub remote: crate::remote_pools::RemotePools,
 }

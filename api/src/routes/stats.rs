@@ -13,6 +13,180 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod live {
+    //! Asking a monitored server for its live status; failures become a `reachable: false` answer.
+
+    use super::{Connections, DiskStatus, LiveStatus};
+    use crate::remote_pools::session_opts;
+    use crate::state::AppState;
+    use chrono::Utc;
+    use pgmon_shared::remote::{self, ErrorClass, RemoteError};
+    use pgmon_shared::ssh;
+    use pgmon_shared::store::servers::{self, ServerRow};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// Whole SSH exchange (connect, login, `df`) deadline.
+    const SSH_DEADLINE: Duration = Duration::from_secs(10);
+
+    const STATUS_SQL: &str = "
+        SELECT version(),
+               current_setting('server_version_num')::int4,
+               extract(epoch FROM now() - pg_postmaster_start_time())::float8,
+               pg_is_in_recovery(),
+               current_setting('max_connections')::int4,
+               a.total, a.active, a.idle, a.idle_xact, a.waiting, a.longest_query, a.longest_xact,
+               (SELECT count(*) FROM pg_database WHERE NOT datistemplate),
+               (SELECT sum(pg_database_size(oid))::int8 FROM pg_database
+                 WHERE datallowconn AND has_database_privilege(oid, 'CONNECT'))
+        FROM (SELECT count(*) AS total,
+                     count(*) FILTER (WHERE state = 'active') AS active,
+                     count(*) FILTER (WHERE state = 'idle') AS idle,
+                     count(*) FILTER (WHERE state LIKE 'idle in transaction%') AS idle_xact,
+                     count(*) FILTER (WHERE wait_event_type = 'Lock') AS waiting,
+                     extract(epoch FROM max(now() - query_start) FILTER (WHERE state = 'active'))::float8
+                         AS longest_query,
+                     extract(epoch FROM max(now() - xact_start))::float8 AS longest_xact
+              FROM pg_stat_activity
+              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()) a";
+
+    fn down(name: &str, e: &RemoteError, latency_ms: Option<f64>) -> LiveStatus {
+        LiveStatus {
+            server: name.to_string(),
+            reachable: false,
+            error_class: Some(e.class.as_str().to_string()),
+            error: Some(e.message.clone()),
+            checked_at: Utc::now(),
+            latency_ms,
+            version: None,
+            version_num: None,
+            uptime_secs: None,
+            in_recovery: None,
+            max_connections: None,
+            connections: None,
+            databases: None,
+            total_size_bytes: None,
+            longest_query_secs: None,
+            longest_transaction_secs: None,
+            disk: None,
+        }
+    }
+
+    pub async fn query(state: &AppState, server: &ServerRow) -> LiveStatus {
+        let target = match servers::remote_target(&state.crypto, server) {
+            Ok(t) => t,
+            Err(_) => {
+                let e = RemoteError::new(ErrorClass::Other, "the stored password cannot be decrypted");
+                return down(&server.name, &e, None);
+            }
+        };
+        let t = Instant::now();
+        let row = async {
+            let client = state
+                .remote
+                .get(server.id, &server.name, &server.pool, &target)
+                .await?;
+            let deadline = session_opts().call_deadline();
+            let stmt = remote::call(deadline, client.prepare_cached(STATUS_SQL)).await?;
+            remote::call(deadline, client.query_one(&stmt, &[])).await
+        }
+        .await;
+        let latency_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let row = match row {
+            Ok(r) => r,
+            Err(e) => return down(&server.name, &e, Some(latency_ms)),
+        };
+        let get = |i: usize| -> Result<_, RemoteError> {
+            row.try_get::<_, Option<i64>>(i)
+                .map_err(|e| RemoteError::from_pg(&e))
+        };
+        let parsed = (|| -> Result<LiveStatus, RemoteError> {
+            let f = |e: tokio_postgres::Error| RemoteError::from_pg(&e);
+            Ok(LiveStatus {
+                server: server.name.clone(),
+                reachable: true,
+                error_class: None,
+                error: None,
+                checked_at: Utc::now(),
+                latency_ms: Some(latency_ms),
+                version: row.try_get(0).map_err(f)?,
+                version_num: row.try_get(1).map_err(f)?,
+                uptime_secs: row.try_get(2).map_err(f)?,
+                in_recovery: row.try_get(3).map_err(f)?,
+                max_connections: row.try_get(4).map_err(f)?,
+                connections: Some(Connections {
+                    total: get(5)?.unwrap_or(0),
+                    active: get(6)?.unwrap_or(0),
+                    idle: get(7)?.unwrap_or(0),
+                    idle_in_transaction: get(8)?.unwrap_or(0),
+                    waiting_on_lock: get(9)?.unwrap_or(0),
+                }),
+                longest_query_secs: row.try_get(10).map_err(f)?,
+                longest_transaction_secs: row.try_get(11).map_err(f)?,
+                databases: get(12)?,
+                total_size_bytes: get(13)?,
+                disk: None,
+            })
+        })();
+        parsed.unwrap_or_else(|e| down(&server.name, &e, Some(latency_ms)))
+    }
+
+    /// Disk usage over SSH, cached for `ssh_cache_ttl_secs`; `None` without SSH settings.
+    pub async fn disk(state: &AppState, server: &ServerRow) -> Option<DiskStatus> {
+        let path = server.ssh_data_path.as_deref().filter(|p| !p.is_empty())?;
+        if !server.ssh_enabled {
+            return None;
+        }
+        let ttl = Duration::from_secs(state.cfg.api.ssh_cache_ttl_secs);
+        let slot = state.remote.disk_slot(server.id);
+        let mut cached = slot.lock().await;
+        if let Some((at, v)) = &*cached
+            && at.elapsed() < ttl
+        {
+            return Some((**v).clone());
+        }
+        let failed = |class: &str, msg: String| DiskStatus {
+            ok: false,
+            mount: None,
+            total_bytes: None,
+            used_bytes: None,
+            available_bytes: None,
+            error_class: Some(class.to_string()),
+            error: Some(msg),
+            checked_at: Utc::now(),
+        };
+        let v = match servers::ssh_target(&state.pool, &state.crypto, server).await {
+            Ok(Some(target)) => match ssh::disk_usage(&target, path, SSH_DEADLINE).await {
+                Ok(out) => {
+                    if server.ssh_host_key_fingerprint.is_none()
+                        && let Err(e) =
+                            servers::pin_host_key(&state.pool, server.id, &out.host_key_fingerprint).await
+                    {
+                        tracing::warn!(server = %server.name, error = %e, "cannot pin the SSH host key");
+                    }
+                    DiskStatus {
+                        ok: true,
+                        mount: Some(out.value.mount),
+                        total_bytes: Some(out.value.total_bytes),
+                        used_bytes: Some(out.value.used_bytes),
+                        available_bytes: Some(out.value.available_bytes),
+                        error_class: None,
+                        error: None,
+                        checked_at: Utc::now(),
+                    }
+                }
+                Err(e) => failed(e.class.as_str(), e.message),
+            },
+            Ok(None) => return None,
+            Err(e) => failed("other", e.to_string()),
+        };
+        *cached = Some((Instant::now(), Arc::new(v.clone())));
+        Some(v)
+    }
+}
 
 #[derive(Tags)]
 enum Tag {
@@ -104,10 +278,94 @@ pub struct DbInfoOut {
     pub counters: BTreeMap<String, Option<i64>>,
 }
 
+/// Connections on the server by state (client backends only, this API's own session excluded).
+#[derive(Debug, Clone, Object)]
+pub struct Connections {
+    pub total: i64,
+    pub active: i64,
+    pub idle: i64,
+    pub idle_in_transaction: i64,
+    /// Sessions waiting on a heavyweight lock.
+    pub waiting_on_lock: i64,
+}
+
+/// Disk usage of the data directory's file system, read over SSH.
+#[derive(Debug, Clone, Object)]
+pub struct DiskStatus {
+    pub ok: bool,
+    pub mount: Option<String>,
+    pub total_bytes: Option<u64>,
+    pub used_bytes: Option<u64>,
+    pub available_bytes: Option<u64>,
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+    pub checked_at: DateTime<Utc>,
+}
+
+/// The server as it answers right now (or within the cache TTL).
+#[derive(Debug, Clone, Object)]
+pub struct LiveStatus {
+    pub server: String,
+    pub reachable: bool,
+    /// `auth_failed`, `timeout`, `unreachable`, `tls` or `other` when not reachable.
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+    /// When the server was asked; older than the request by up to the cache TTL.
+    pub checked_at: DateTime<Utc>,
+    pub latency_ms: Option<f64>,
+    pub version: Option<String>,
+    pub version_num: Option<i32>,
+    pub uptime_secs: Option<f64>,
+    pub in_recovery: Option<bool>,
+    pub max_connections: Option<i32>,
+    pub connections: Option<Connections>,
+    /// Databases other than templates.
+    pub databases: Option<i64>,
+    /// Sum of the sizes of the databases this role may connect to.
+    pub total_size_bytes: Option<i64>,
+    /// Age of the longest running query, seconds.
+    pub longest_query_secs: Option<f64>,
+    /// Age of the oldest open transaction, seconds.
+    pub longest_transaction_secs: Option<f64>,
+    /// `null` when SSH is not configured for the server.
+    pub disk: Option<DiskStatus>,
+}
+
 pub struct StatsApi;
 
 #[OpenApi(tag = "Tag::Stats")]
 impl StatsApi {
+    /// Live status of a server, asked directly (cached for `server_status_cache_ttl_secs`, the SSH
+    /// disk part for `ssh_cache_ttl_secs`). An unreachable server is a normal answer with
+    /// `reachable: false`, given within the connect deadline.
+    #[oai(path = "/server_stats/:name", method = "get")]
+    async fn live(
+        &self,
+        state: Data<&AppState>,
+        _auth: Auth,
+        name: Path<String>,
+    ) -> ApiResult<Json<LiveStatus>> {
+        let server = server_by_name(&state, &name).await?;
+        let ttl = Duration::from_secs(state.cfg.api.server_status_cache_ttl_secs);
+        let slot = state.remote.status_slot(server.id);
+        let status = {
+            let mut cached = slot.lock().await;
+            match &*cached {
+                Some((at, v)) if at.elapsed() < ttl => v.clone(),
+                _ => {
+                    let v = Arc::new(live::query(&state, &server).await);
+                    *cached = Some((Instant::now(), v.clone()));
+                    v
+                }
+            }
+        };
+        let disk = live::disk(&state, &server).await;
+        Ok(Json(LiveStatus {
+            disk,
+            ..(*status).clone()
+        }))
+    }
+
     /// History of a server: rates and gauges summed over its databases, availability and disk.
     ///
     /// `from`/`to` are RFC 3339 (default: the last 24 h); `step` is in seconds (default: at most

@@ -1,0 +1,210 @@
+//! Connections from the API to monitored servers, for `GET /server_stats/{name}`, and the status cache.
+//!
+//! One deadpool pool per server, sized by its `pool` profile, created on first use and rebuilt when
+//! the server's connection settings change. Connections are recycled with `RecyclingMethod::Verified`
+//! (a dead connection is never handed out), every wait/create/recycle has a deadline, and a
+//! housekeeping pass closes connections idle for [`IDLE_CLOSE`] and drops pools unused for as long,
+//! since nothing in deadpool closes idle connections by itself. `pools.*.min` is not kept warm:
+//! deadpool has no minimum size, and an API that only answers on demand does not need one.
+//!
+//! The cache holds one answer per server for `server_status_cache_ttl_secs` (the SSH disk part for
+//! `ssh_cache_ttl_secs`); a per-server async mutex makes concurrent requests share one query.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use pgmon_shared::config::PoolsConfig;
+use pgmon_shared::remote::{self, ErrorClass, RemoteError, SessionOpts, Target};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Connections and pools unused for this long are closed.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(300);
+
+/// The API's session limits on monitored servers.
+pub fn session_opts() -> SessionOpts {
+    SessionOpts::new("pgmon-api")
+}
+
+struct Entry {
+    name: String,
+    profile: String,
+    target: Target,
+    pool: Pool,
+    last_used: Instant,
+}
+
+/// A pool as `/api/pools/status` shows it.
+#[derive(Debug, Clone)]
+pub struct PoolInfo {
+    pub server: String,
+    pub profile: String,
+    pub max: usize,
+    pub size: usize,
+    pub idle: usize,
+    pub waiting: usize,
+}
+
+/// A cached value and when it was taken.
+pub type Cached<T> = Option<(Instant, Arc<T>)>;
+
+#[derive(Clone)]
+pub struct RemotePools {
+    pools: Arc<Mutex<HashMap<i64, Entry>>>,
+    sizes: PoolsConfig,
+    /// Per server: the last live status, behind a lock that makes concurrent callers share a query.
+    status: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Cached<crate::routes::stats::LiveStatus>>>>>>,
+    disk: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Cached<crate::routes::stats::DiskStatus>>>>>>,
+}
+
+impl RemotePools {
+    pub fn new(sizes: PoolsConfig) -> Self {
+        Self {
+            pools: Arc::default(),
+            sizes,
+            status: Arc::default(),
+            disk: Arc::default(),
+        }
+    }
+
+    /// Creates the pools and spawns their housekeeping (idle connections closed every minute).
+    pub fn start(sizes: PoolsConfig) -> Self {
+        let pools = Self::new(sizes);
+        let this = pools.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                this.close_idle();
+                this.prune_cache(IDLE_CLOSE);
+            }
+        });
+        pools
+    }
+
+    /// The pool of server `id`, created or rebuilt if its settings changed.
+    fn pool_for(&self, id: i64, name: &str, profile: &str, target: &Target) -> Result<Pool, RemoteError> {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = pools.get_mut(&id)
+            && e.target == *target
+            && e.profile == profile
+        {
+            e.last_used = Instant::now();
+            e.name = name.to_string();
+            return Ok(e.pool.clone());
+        }
+        let opts = session_opts();
+        let mgr = Manager::from_config(
+            remote::pg_config(target, &opts),
+            remote::tls_connector(target.sslmode),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let size = self.sizes.profile(profile);
+        let pool = Pool::builder(mgr)
+            .max_size(size.max.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(opts.connect_timeout))
+            .create_timeout(Some(opts.connect_timeout))
+            .recycle_timeout(Some(opts.connect_timeout))
+            .build();
+        let pool =
+            pool.map_err(|e| RemoteError::new(ErrorClass::Other, format!("cannot build a pool: {e}")))?;
+        pools.insert(
+            id,
+            Entry {
+                name: name.to_string(),
+                profile: profile.to_string(),
+                target: target.clone(),
+                pool: pool.clone(),
+                last_used: Instant::now(),
+            },
+        );
+        Ok(pool)
+    }
+
+    /// A connection to server `id`, within the connect deadline.
+    pub async fn get(
+        &self,
+        id: i64,
+        name: &str,
+        profile: &str,
+        target: &Target,
+    ) -> Result<deadpool_postgres::Object, RemoteError> {
+        let pool = self.pool_for(id, name, profile, target)?;
+        let deadline = session_opts().connect_timeout + Duration::from_secs(1);
+        match tokio::time::timeout(deadline, pool.get()).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(deadpool_postgres::PoolError::Backend(e))) => Err(RemoteError::from_pg(&e)),
+            Ok(Err(deadpool_postgres::PoolError::Timeout(_))) | Err(_) => {
+                Err(RemoteError::timeout("connect", session_opts().connect_timeout))
+            }
+            Ok(Err(_)) => Err(RemoteError::new(ErrorClass::Other, "connection pool error")),
+        }
+    }
+
+    /// Closes idle connections and drops pools nobody used for [`IDLE_CLOSE`].
+    pub fn close_idle(&self) {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|_, e| e.last_used.elapsed() < IDLE_CLOSE);
+        for e in pools.values() {
+            e.pool.retain(|_, m| m.last_used() < IDLE_CLOSE);
+        }
+    }
+
+    /// Every open pool, by server name.
+    pub fn infos(&self) -> Vec<PoolInfo> {
+        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<PoolInfo> = pools
+            .values()
+            .map(|e| {
+                let s = e.pool.status();
+                PoolInfo {
+                    server: e.name.clone(),
+                    profile: e.profile.clone(),
+                    max: s.max_size,
+                    size: s.size,
+                    idle: s.available,
+                    waiting: s.waiting,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.server.cmp(&b.server));
+        out
+    }
+
+    pub fn status_slot(&self, id: i64) -> Arc<tokio::sync::Mutex<Cached<crate::routes::stats::LiveStatus>>> {
+        let mut m = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(id).or_default().clone()
+    }
+
+    pub fn disk_slot(&self, id: i64) -> Arc<tokio::sync::Mutex<Cached<crate::routes::stats::DiskStatus>>> {
+        let mut m = self.disk.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(id).or_default().clone()
+    }
+
+    /// Forgets cache entries older than `max_age`, so deleted servers do not linger.
+    pub fn prune_cache(&self, max_age: Duration) {
+        fn fresh<T>(slot: &Arc<tokio::sync::Mutex<Cached<T>>>, max_age: Duration) -> bool {
+            match slot.try_lock() {
+                Ok(g) => g.as_ref().is_some_and(|(at, _)| at.elapsed() < max_age),
+                Err(_) => true,
+            }
+        }
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, s| fresh(s, max_age));
+        self.disk
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, s| fresh(s, max_age));
+    }
+}
+
+/// When a cached value was taken, as wall-clock time for the response.
+pub fn taken_at(at: Instant) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::from_std(at.elapsed()).unwrap_or_default()
+}
