@@ -82,6 +82,8 @@ pub struct Ctx {
     pub instance: Uuid,
     pub writer: Arc<writer::Writer>,
     pub servers: servers::Registry,
+    /// Held while rollups are refreshed after a stats slot, so refreshes never pile up.
+    pub rollup_lock: tokio::sync::Mutex<()>,
 }
 
 impl Ctx {
@@ -97,6 +99,7 @@ impl Ctx {
             instance: Uuid::new_v4(),
             writer,
             servers: servers::Registry::default(),
+            rollup_lock: tokio::sync::Mutex::new(()),
         })
     }
 }

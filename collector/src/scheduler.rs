@@ -97,6 +97,9 @@ pub async fn once(ctx: Arc<Ctx>, tasks: &[Task]) -> anyhow::Result<()> {
         parts.push(summary);
     }
     let flushed = ctx.writer.flush(Duration::from_secs(30)).await;
+    if flushed && tasks.contains(&Task::Stats) {
+        crate::writer::refresh_rollups(&ctx.pool).await;
+    }
     stop.cancel();
     let _ = writer.await;
     let w = ctx.writer.stats();
@@ -292,6 +295,18 @@ async fn task_loop(
         let summary = tasks::run(&ctx, task, slot, only.as_ref(), &stop).await;
         if only.is_none() || summary.servers > 0 {
             record(&ctx, &summary).await;
+        }
+        if task == Task::Stats && summary.rows > 0 {
+            // Once this slot is in the store, fold it into the rollups the read API serves.
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let Ok(_guard) = ctx.rollup_lock.try_lock() else {
+                    return;
+                };
+                if ctx.writer.flush(every).await {
+                    crate::writer::refresh_rollups(&ctx.pool).await;
+                }
+            });
         }
     }
 }

@@ -424,6 +424,7 @@ async fn maintenance(ctx: &Ctx, slot: DateTime<Utc>) -> Result<Option<usize>, St
     let audit = store::audit::purge_older_than(&ctx.pool, ctx.cfg.api.audit_retention_days).await?;
     let tokens = store::tokens::purge_expired(&ctx.pool).await?;
     let claims = collectors::purge_before(&ctx.pool, now - chrono::Duration::days(2)).await?;
+    crate::writer::refresh_rollups(&ctx.pool).await;
     tracing::info!(
         partitions_created = created,
         partitions_dropped = dropped,

@@ -7,9 +7,9 @@
 //! one bad batch never blocks the others.
 
 use chrono::{DateTime, Utc};
-use pgmon_shared::store::StoreError;
 use pgmon_shared::store::collectors::{self, DatabaseInfo};
 use pgmon_shared::store::stats::{self, AvailabilityRow, DbSizeRow, DiskUsageRow, StatDatabaseRow};
+use pgmon_shared::store::{StoreError, rollups};
 use sqlx::PgPool;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -298,4 +298,12 @@ pub async fn write_group(pool: &PgPool, group: &[Batch]) -> Result<(), StoreErro
     stats::insert_disk_usage(&mut tx, &disks).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Refreshes the read API's rollups; a failure is logged and the next refresh catches up.
+pub async fn refresh_rollups(pool: &PgPool) {
+    match rollups::refresh_rollups(pool).await {
+        Ok(n) => tracing::debug!(rows = n, "rollups refreshed"),
+        Err(e) => tracing::warn!(error = %e, "refreshing rollups failed"),
+    }
 }

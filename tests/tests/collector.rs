@@ -474,12 +474,15 @@ async fn kill_9_mid_cycle_then_restart_leaves_no_duplicates() {
     .await;
     first.kill9();
     let before = assert_whole_snapshots(&store, per_snapshot).await;
-    let _second = spawn(&env).await;
+    let second = spawn(&env).await;
     wait_for("two more slots", Duration::from_secs(60), || async {
         slots().await >= before + 2
     })
     .await;
     assert_whole_snapshots(&store, per_snapshot).await;
+    let logs = second.logs();
+    assert!(!logs.contains("writing snapshots failed"), "{logs}");
+    assert!(!logs.contains("refreshing rollups failed"), "{logs}");
 }
 
 #[tokio::test]
