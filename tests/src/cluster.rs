@@ -29,13 +29,24 @@ fn id(args: &[&str]) -> Option<u32> {
 /// A running cluster, stopped (immediately) and deleted when dropped.
 pub struct Cluster {
     pub port: u16,
+    /// The `postgres` role's password when the cluster requires one (see [`Cluster::start_with_password`]).
+    pub password: Option<String>,
     dir: tempfile::TempDir,
     as_postgres: bool,
 }
 
 impl Cluster {
-    /// initdb + start on a free port. Blocks for a second or two.
+    /// initdb + start on a free port, `trust` authentication. Blocks for a second or two.
     pub fn start() -> Self {
+        Self::init(None)
+    }
+
+    /// Like [`Cluster::start`], but TCP logins need `password` (scram-sha-256).
+    pub fn start_with_password(password: &str) -> Self {
+        Self::init(Some(password))
+    }
+
+    fn init(password: Option<&str>) -> Self {
         let as_postgres = id(&["-u"]) == Some(0);
         let dir = tempfile::Builder::new()
             .prefix("pgmon-cluster-")
@@ -48,24 +59,35 @@ impl Cluster {
         }
         let c = Self {
             port: 0,
+            password: password.map(str::to_string),
             dir,
             as_postgres,
         };
-        c.run(
-            "initdb",
-            &[
-                "-D",
-                &c.data().display().to_string(),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ],
-        );
+        let data = c.data().display().to_string();
+        let mut args = vec![
+            "-D",
+            &data,
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ];
+        let pwfile = c.dir.path().join("pwfile");
+        let pwfile_arg = format!("--pwfile={}", pwfile.display());
+        match password {
+            Some(pw) => {
+                std::fs::write(&pwfile, format!("{pw}\n")).expect("pwfile");
+                if as_postgres {
+                    let uid = id(&["-u", "postgres"]).expect("postgres uid");
+                    std::os::unix::fs::chown(&pwfile, Some(uid), None).expect("chown pwfile");
+                }
+                args.extend(["--auth-local=trust", "--auth-host=scram-sha-256", &pwfile_arg]);
+            }
+            None => args.extend(["-A", "trust"]),
+        }
+        c.run("initdb", &args);
         let mut c = c;
         c.port = free_port();
         c.start_again();
@@ -140,21 +162,29 @@ impl Cluster {
         );
     }
 
-    /// `postgres://postgres@127.0.0.1:<port>/<db>` (the name is percent-encoded).
+    /// `postgres://postgres[:password]@127.0.0.1:<port>/<db>` (percent-encoded).
     pub fn url(&self, db: &str) -> String {
+        let pw = self
+            .password
+            .as_deref()
+            .map(|p| format!(":{}", percent_encode(p)))
+            .unwrap_or_default();
         format!(
-            "postgres://postgres@127.0.0.1:{}/{}",
+            "postgres://postgres{pw}@127.0.0.1:{}/{}",
             self.port,
             percent_encode(db)
         )
     }
 
     pub async fn pool(&self, db: &str) -> sqlx::PgPool {
-        let opts = sqlx::postgres::PgConnectOptions::new()
+        let mut opts = sqlx::postgres::PgConnectOptions::new()
             .host("127.0.0.1")
             .port(self.port)
             .username("postgres")
             .database(db);
+        if let Some(pw) = &self.password {
+            opts = opts.password(pw);
+        }
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .connect_with(opts)

@@ -60,9 +60,8 @@ async fn add_server(pool: &PgPool, name: &str, port: u16, dbname: &str) -> i64 {
     id
 }
 
-/// Registers the shared test server (`PGMON_TEST_PG_URL`'s host, port, user and password) as a
-/// monitored server, so these tests work whatever its pg_hba.conf says about TCP.
-async fn add_shared_server(env: &TestEnv, pool: &PgPool, name: &str) -> i64 {
+/// Host, port, user and password of the shared test server (`PGMON_TEST_PG_URL`).
+fn shared_server() -> (String, u16, String, Option<String>) {
     let url = pgmon_tests::pg_admin_url();
     let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
     let (auth, hostpart) = rest.rsplit_once('@').unwrap_or(("postgres", rest));
@@ -72,6 +71,13 @@ async fn add_shared_server(env: &TestEnv, pool: &PgPool, name: &str) -> i64 {
     };
     let hostport = hostpart.split('/').next().unwrap_or("127.0.0.1:5432");
     let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "5432"));
+    (host.to_string(), port.parse().expect("port"), user, password)
+}
+
+/// Registers the shared test server (`PGMON_TEST_PG_URL`'s host, port, user and password) as a
+/// monitored server, so these tests work whatever its pg_hba.conf says about TCP.
+async fn add_shared_server(env: &TestEnv, pool: &PgPool, name: &str) -> i64 {
+    let (host, port, user, password) = shared_server();
     let crypto = pgmon_shared::crypto::Crypto::from_key(&env.fernet_key).expect("key");
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO servers (name, host, port, dbname, username, password_enc, sslmode, pool)
@@ -79,7 +85,7 @@ async fn add_shared_server(env: &TestEnv, pool: &PgPool, name: &str) -> i64 {
     )
     .bind(name)
     .bind(host)
-    .bind(port.parse::<i32>().expect("port"))
+    .bind(i32::from(port))
     .bind(user)
     .bind(password.map(|p| crypto.encrypt(&p)))
     .fetch_one(pool)
@@ -650,4 +656,115 @@ async fn a_new_server_is_collected_within_seconds_of_its_notify() {
         .await
         .expect("SIGTERM");
     assert!(status.success());
+}
+
+/// Sessions on monitored servers: the limits every session carries, sslmode as libpq reads it, and
+/// error classes whose messages never hold a password.
+#[tokio::test]
+async fn remote_sessions_carry_limits_follow_sslmode_and_classify_errors() {
+    use pgmon_shared::remote::{self, ErrorClass, SessionOpts, SslMode, Target};
+    let opts = SessionOpts::new("pgmon-test");
+    let secret = "s3cret-Pa55word";
+    let cluster = Cluster::start_with_password(secret);
+    let target = Target {
+        host: "127.0.0.1".into(),
+        port: cluster.port,
+        dbname: "postgres".into(),
+        user: "postgres".into(),
+        password: Some(secret.into()),
+        sslmode: SslMode::Disable,
+    };
+    let client = remote::connect(&target, &opts).await.expect("connect");
+    let row = client
+        .query_one(
+            "SELECT current_setting('application_name'), current_setting('default_transaction_read_only'),
+                    current_setting('statement_timeout'), current_setting('lock_timeout')",
+            &[],
+        )
+        .await
+        .expect("settings");
+    assert_eq!(row.get::<_, String>(0), "pgmon-test");
+    assert_eq!(row.get::<_, String>(1), "on");
+    assert_eq!(row.get::<_, String>(2), "5s");
+    assert_eq!(row.get::<_, String>(3), "100ms");
+    let e = remote::call(
+        opts.call_deadline(),
+        client.batch_execute("CREATE TABLE t (x int)"),
+    )
+    .await
+    .expect_err("a read-only session");
+    assert!(e.message.contains("read-only"), "{e}");
+
+    let wrong = Target {
+        password: Some("wrong-Pa55".into()),
+        ..target.clone()
+    };
+    let e = remote::connect(&wrong, &opts).await.expect_err("wrong password");
+    assert_eq!(e.class, ErrorClass::AuthFailed, "{e}");
+    assert!(
+        !e.to_string().contains("wrong-Pa55") && !e.to_string().contains(secret),
+        "{e}"
+    );
+
+    // This cluster has no TLS: `require` refuses plain text, `prefer` falls back to it.
+    let require = Target {
+        sslmode: SslMode::Require,
+        ..target.clone()
+    };
+    let e = remote::connect(&require, &opts)
+        .await
+        .expect_err("require without TLS");
+    assert_eq!(e.class, ErrorClass::Tls, "{e}");
+    let prefer = Target {
+        sslmode: SslMode::Prefer,
+        ..target.clone()
+    };
+    remote::connect(&prefer, &opts)
+        .await
+        .expect("prefer falls back to plain text");
+
+    // The shared server, when it has TLS (Debian's default self-signed certificate): `require`
+    // encrypts without verifying, `verify-full` refuses a certificate no trusted CA signed.
+    let (host, port, user, password) = shared_server();
+    let shared = Target {
+        host,
+        port,
+        dbname: "postgres".into(),
+        user,
+        password,
+        sslmode: SslMode::Require,
+    };
+    let plain = remote::connect(
+        &Target {
+            sslmode: SslMode::Disable,
+            ..shared.clone()
+        },
+        &opts,
+    )
+    .await
+    .expect("plain session on the shared server");
+    let ssl_on: String = plain
+        .query_one("SELECT current_setting('ssl')", &[])
+        .await
+        .expect("ssl setting")
+        .get(0);
+    if ssl_on == "on" {
+        let c = remote::connect(&shared, &opts)
+            .await
+            .expect("require on a TLS server");
+        let encrypted: bool = c
+            .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+            .await
+            .expect("pg_stat_ssl")
+            .get(0);
+        assert!(encrypted);
+        let full = Target {
+            sslmode: SslMode::VerifyFull,
+            ..shared.clone()
+        };
+        let e = remote::connect(&full, &opts)
+            .await
+            .expect_err("an untrusted certificate");
+        assert_eq!(e.class, ErrorClass::Tls, "{e}");
+    }
 }
