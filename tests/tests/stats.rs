@@ -379,3 +379,241 @@ async fn limits_404s_roles_and_database_info() {
     .await;
     assert_eq!(s, StatusCode::OK);
 }
+
+/// A TCP forwarder to the local PostgreSQL that counts the bytes clients send, to tell whether the
+/// API touched the server.
+async fn counting_proxy() -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    counter.fetch_add(n as u64, Ordering::SeqCst);
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            });
+        }
+    });
+    (port, sent)
+}
+
+#[tokio::test]
+async fn live_status_is_cached_and_an_unreachable_server_is_a_normal_answer() {
+    use std::sync::atomic::Ordering;
+    let env = TestEnv::new(
+        "login_attempts_per_minute = 10000\nserver_status_cache_ttl_secs = 3600",
+        "",
+    )
+    .await;
+    env.add_user("viewer", "viewer", PW);
+    let api = env.spawn_api().await;
+    let viewer = http::token(&api.base, "viewer", PW).await;
+    let pool = env.db.pool().await;
+    let (port, sent) = counting_proxy().await;
+    add_server(&pool, "live", i32::from(port), "postgres").await;
+
+    let (s, first) = http::call("GET", &api.url("/server_stats/live"), Some(&viewer), None).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    assert_eq!(first["reachable"], true, "{first}");
+    assert!(
+        first["version"].as_str().unwrap_or("").contains("PostgreSQL"),
+        "{first}"
+    );
+    assert!(first["max_connections"].as_i64().unwrap_or(0) > 0);
+    assert!(first["databases"].as_i64().unwrap_or(0) >= 1);
+    assert!(first["total_size_bytes"].as_i64().unwrap_or(0) > 0);
+    assert!(first["connections"]["total"].as_i64().is_some());
+    assert_eq!(first["in_recovery"], false);
+    assert_eq!(first["disk"], Value::Null);
+    let touched = sent.load(Ordering::SeqCst);
+    assert!(touched > 0);
+
+    // Within the TTL: the same answer, and not one byte sent to the server.
+    let (_, second) = http::call("GET", &api.url("/server_stats/live"), Some(&viewer), None).await;
+    assert_eq!(second["checked_at"], first["checked_at"]);
+    assert_eq!(sent.load(Ordering::SeqCst), touched);
+
+    let (_, pools) = http::call("GET", &api.url("/api/pools/status"), Some(&viewer), None).await;
+    let remote = pools["remote"].as_array().expect("remote pools");
+    assert_eq!(remote.len(), 1, "{pools}");
+    assert_eq!(remote[0]["server"], "live");
+    assert_eq!(remote[0]["profile"], "default");
+    assert_eq!(remote[0]["max"], 5);
+    assert!(remote[0]["size"].as_u64().unwrap_or(0) >= 1);
+
+    // A closed port and a peer that never answers: 200 with reachable false, within the deadline.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    add_server(&pool, "closed", i32::from(closed_port), "postgres").await;
+    add_server(&pool, "silent", i32::from(silent_port), "postgres").await;
+    let (s, body) = http::call("GET", &api.url("/server_stats/closed"), Some(&viewer), None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["reachable"], false);
+    assert_eq!(body["error_class"], "unreachable", "{body}");
+    let started = std::time::Instant::now();
+    let (s, body) = http::call("GET", &api.url("/server_stats/silent"), Some(&viewer), None).await;
+    let took = started.elapsed();
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["reachable"], false);
+    assert_eq!(body["error_class"], "timeout", "{body}");
+    // The connect deadline is 5 s; the answer must not wait for TCP's own timeouts (minutes).
+    assert!(
+        took < std::time::Duration::from_secs(12),
+        "answered after {took:?}"
+    );
+    drop(silent);
+
+    let (s, _) = http::call("GET", &api.url("/server_stats/nope"), Some(&viewer), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = http::call("GET", &api.url("/server_stats/live"), None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn health_reports_collectors_and_degrades_when_a_task_is_overdue() {
+    let (env, api, _) = setup("").await;
+    let pool = env.db.pool().await;
+    let (s, body) = http::call("GET", &api.url("/api/health"), None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["status"], "ok", "{body}");
+    let id = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO collector_instances (instance_id, host, pid, version, tasks)
+         VALUES ($1, 'h1', 42, '0.1.0', jsonb_build_object('stats',
+                 jsonb_build_object('last_run', now() - interval '30 minutes', 'outcome', 'ok')))",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .expect("instance");
+    let (s, body) = http::call("GET", &api.url("/api/health"), None, None).await;
+    assert_eq!(s, StatusCode::OK, "the API itself still serves: {body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["collectors"]["instances"][0]["host"], "h1");
+    assert_eq!(body["collectors"]["tasks"][0]["task"], "stats");
+    assert_eq!(body["collectors"]["tasks"][0]["overdue"], true);
+    sqlx::query(
+        "UPDATE collector_instances SET tasks = jsonb_build_object('stats',
+             jsonb_build_object('last_run', now() - interval '2 minutes', 'outcome', 'ok'))",
+    )
+    .execute(&pool)
+    .await
+    .expect("update");
+    let (_, body) = http::call("GET", &api.url("/api/health"), None, None).await;
+    assert_eq!(body["status"], "ok", "{body}");
+}
+
+/// pg_stat_database.xact_commit of `db`, read directly.
+async fn commits_now(admin: &PgPool, db: &str) -> i64 {
+    sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+        .bind(db)
+        .fetch_one(admin)
+        .await
+        .expect("pg_stat_database")
+}
+
+#[tokio::test]
+async fn pgbench_commits_between_two_collector_runs_match_pg_stat_database() {
+    let interval = 20;
+    let (env, api, [_, _, viewer]) =
+        setup(&format!("[collector]\ncollect_interval_secs = {interval}\n")).await;
+    let pool = env.db.pool().await;
+    let admin = PgPool::connect(&pgmon_tests::pg_admin_url())
+        .await
+        .expect("admin");
+    let bench = format!("pgbench_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {bench}")))
+        .execute(&admin)
+        .await
+        .expect("create bench db");
+    let base = pgmon_tests::pg_admin_url();
+    let bench_url = format!("{}/{bench}", base.rsplit_once('/').expect("url").0);
+    let pgbench = |args: &[&str]| {
+        let out = std::process::Command::new("/usr/bin/pgbench")
+            .args(args)
+            .arg(&bench_url)
+            .output()
+            .expect("pgbench");
+        assert!(
+            out.status.success(),
+            "pgbench: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    pgbench(&["-i", "-q", "-s", "1"]);
+    let server = add_server(&pool, "bench", 5432, &bench).await;
+    let collect = || {
+        let (code, out, err) = pgmon_tests::run_cli(
+            &pgmon_tests::bin("pgmon-collector"),
+            &env.config_path,
+            &["once", "--task", "stats"],
+            None,
+        );
+        assert_eq!(code, 0, "collector once: {out} {err}");
+    };
+    let slot_of = |t: DateTime<Utc>| t.timestamp() - t.timestamp() % interval;
+
+    let before = commits_now(&admin, &bench).await;
+    collect();
+    let s1: DateTime<Utc> =
+        sqlx::query_scalar("SELECT max(slot) FROM stat_database WHERE server_id = $1 AND datname = $2")
+            .bind(server)
+            .bind(&bench)
+            .fetch_one(&pool)
+            .await
+            .expect("first snapshot");
+    pgbench(&["-n", "-c", "4", "-t", "500"]);
+    // The second run must fall in the next slot.
+    while slot_of(Utc::now()) <= s1.timestamp() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    collect();
+    let after = commits_now(&admin, &bench).await;
+    let expected = (after - before) as f64;
+    assert!(expected >= 2000.0, "{before} -> {after}");
+
+    let url = api.url(&format!(
+        "/server/bench/db/{bench}/stats?{}",
+        q(s1, s1 + TimeDelta::seconds(3 * interval), interval)
+    ));
+    let (s, v) = http::call("GET", &url, Some(&viewer), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let rates = floats(&v, "commits_per_sec");
+    let covered = floats(&v, "covered_secs");
+    let measured: f64 = rates
+        .iter()
+        .zip(covered.iter())
+        .map(|(r, c)| r.unwrap_or(0.0) * c.unwrap_or(0.0))
+        .sum();
+    assert!(
+        (measured - expected).abs() <= expected * 0.01,
+        "API says {measured} commits, pg_stat_database says {expected}: {v}"
+    );
+    drop(api);
+    drop(pool);
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {bench} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await;
+}

@@ -1,9 +1,16 @@
 //! `/api/health` (no auth) and `/api/pools/status` (any role).
+//!
+//! Health also reports the collectors' heartbeats: a collector records each task run in
+//! `collector_instances.tasks`, and health is `degraded` when the newest run of a task, by any
+//! collector, is older than twice that task's interval.
 
 use crate::auth::Auth;
 use crate::error::ApiResult;
 use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use pgmon_shared::config::CollectorConfig;
 use pgmon_shared::store;
+use pgmon_shared::store::stats_read::{self, Heartbeat};
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
@@ -23,13 +30,46 @@ pub struct StoreHealth {
     pub latency_ms: Option<f64>,
 }
 
+/// One collector process, from its heartbeat row.
+#[derive(Debug, Object)]
+pub struct CollectorBeat {
+    pub instance_id: uuid::Uuid,
+    pub host: String,
+    pub pid: i32,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub stopped_at: Option<DateTime<Utc>>,
+}
+
+/// The newest run of one task by any collector.
+#[derive(Debug, Object)]
+pub struct TaskHealth {
+    pub task: String,
+    pub interval_secs: u64,
+    pub last_run: DateTime<Utc>,
+    pub last_outcome: Option<String>,
+    /// No collector ran it for more than twice its interval.
+    pub overdue: bool,
+}
+
+#[derive(Debug, Object)]
+pub struct CollectorsHealth {
+    /// Collectors running, or stopped within the last day.
+    pub instances: Vec<CollectorBeat>,
+    pub tasks: Vec<TaskHealth>,
+}
+
 #[derive(Debug, Object)]
 pub struct Health {
-    /// `ok`, or `degraded` when the store is unreachable.
+    /// `ok`, or `degraded` when the store is unreachable (HTTP 503) or when some task has not been run
+    /// by any collector for more than twice its interval (HTTP 200: the API itself still works).
     pub status: String,
     pub version: String,
     pub uptime_secs: u64,
     pub store: StoreHealth,
+    /// `null` when the store is unreachable. With no collector ever registered, no task is overdue.
+    pub collectors: Option<CollectorsHealth>,
 }
 
 #[derive(ApiResponse)]
@@ -48,9 +88,24 @@ pub struct StorePool {
     pub in_use: u32,
 }
 
+/// A pool of connections from this API to one monitored server (for live status).
+#[derive(Debug, Object)]
+pub struct RemotePool {
+    pub server: String,
+    /// `default` or `high_load`.
+    pub profile: String,
+    pub max: u64,
+    pub size: u64,
+    pub idle: u64,
+    /// Requests waiting for a connection.
+    pub waiting: u64,
+}
+
 #[derive(Debug, Object)]
 pub struct PoolsStatus {
     pub store: StorePool,
+    /// Open pools to monitored servers, by server name; pools idle for 5 minutes are closed.
+    pub remote: Vec<RemotePool>,
 }
 
 pub struct HealthApi;
@@ -66,8 +121,20 @@ impl HealthApi {
             Ok(Ok(v)) => (true, Some(v)),
             _ => (false, None),
         };
+        let collectors = if reachable {
+            match tokio::time::timeout(Duration::from_secs(2), stats_read::heartbeats(&state.pool)).await {
+                Ok(Ok(beats)) => Some(collectors_health(&state.cfg.collector, beats, Utc::now())),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let overdue = collectors
+            .as_ref()
+            .is_some_and(|c| c.tasks.iter().any(|t| t.overdue));
         let body = Health {
-            status: if reachable { "ok" } else { "degraded" }.into(),
+            status: if reachable && !overdue { "ok" } else { "degraded" }.into(),
+            collectors,
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: state.started.elapsed().as_secs(),
             store: StoreHealth {
@@ -96,6 +163,103 @@ impl HealthApi {
                 idle,
                 in_use: size.saturating_sub(idle),
             },
+            remote: state
+                .remote
+                .infos()
+                .into_iter()
+                .map(|p| RemotePool {
+                    server: p.server,
+                    profile: p.profile,
+                    max: p.max as u64,
+                    size: p.size as u64,
+                    idle: p.idle as u64,
+                    waiting: p.waiting as u64,
+                })
+                .collect(),
         }))
+    }
+}
+
+/// Per task, the newest run over all collectors and whether it is overdue.
+fn collectors_health(cfg: &CollectorConfig, beats: Vec<Heartbeat>, now: DateTime<Utc>) -> CollectorsHealth {
+    let intervals = [
+        ("stats", cfg.collect_interval_secs),
+        ("sizes", cfg.size_update_interval_secs),
+        ("db_info", cfg.db_check_interval_secs),
+        ("maintenance", cfg.maintenance_interval_secs),
+    ];
+    let mut tasks = Vec::new();
+    for (task, interval) in intervals {
+        let newest = beats
+            .iter()
+            .filter_map(|b| {
+                let t = b.tasks.get(task)?;
+                let at = t.get("last_run")?.as_str()?.parse::<DateTime<Utc>>().ok()?;
+                let outcome = t.get("outcome").and_then(|o| o.as_str()).map(str::to_string);
+                Some((at, outcome))
+            })
+            .max_by_key(|(at, _)| *at);
+        if let Some((last_run, last_outcome)) = newest {
+            let limit =
+                chrono::Duration::seconds(i64::try_from(interval.saturating_mul(2)).unwrap_or(i64::MAX));
+            tasks.push(TaskHealth {
+                task: task.to_string(),
+                interval_secs: interval,
+                last_run,
+                last_outcome,
+                overdue: now - last_run > limit,
+            });
+        }
+    }
+    CollectorsHealth {
+        instances: beats
+            .into_iter()
+            .map(|b| CollectorBeat {
+                instance_id: b.instance_id,
+                host: b.host,
+                pid: b.pid,
+                version: b.version,
+                started_at: b.started_at,
+                last_seen_at: b.last_seen_at,
+                stopped_at: b.stopped_at,
+            })
+            .collect(),
+        tasks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(tasks: serde_json::Value) -> Heartbeat {
+        Heartbeat {
+            instance_id: uuid::Uuid::new_v4(),
+            host: "h".into(),
+            pid: 1,
+            version: "0".into(),
+            started_at: Utc::now(),
+            last_seen_at: Utc::now(),
+            stopped_at: None,
+            tasks,
+        }
+    }
+
+    #[test]
+    fn a_task_is_overdue_after_twice_its_interval_across_all_collectors() {
+        let cfg = CollectorConfig::default();
+        let now = Utc::now();
+        let ago = |s: i64| (now - chrono::Duration::seconds(s)).to_rfc3339();
+        let old = beat(serde_json::json!({"stats": {"last_run": ago(1300), "outcome": "ok"}}));
+        let h = collectors_health(&cfg, vec![old], now);
+        assert!(h.tasks[0].overdue);
+        let fresh = beat(serde_json::json!({"stats": {"last_run": ago(700), "outcome": "ok"}}));
+        let old =
+            beat(serde_json::json!({"stats": {"last_run": ago(5000)}, "sizes": {"last_run": ago(3000)}}));
+        let h = collectors_health(&cfg, vec![old, fresh], now);
+        assert_eq!(h.tasks.len(), 2);
+        assert!(!h.tasks[0].overdue, "another collector ran it recently");
+        assert!(!h.tasks[1].overdue, "sizes run every 1800 s");
+        assert!(collectors_health(&cfg, Vec::new(), now).tasks.is_empty());
     }
 }
