@@ -48,13 +48,15 @@ pub struct PoolInfo {
 /// A cached value and when it was taken.
 pub type Cached<T> = Option<(Instant, Arc<T>)>;
 
+/// Per server: a cached value behind a lock that makes concurrent callers share one query.
+type Slots<T> = Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Cached<T>>>>>>;
+
 #[derive(Clone)]
 pub struct RemotePools {
     pools: Arc<Mutex<HashMap<i64, Entry>>>,
     sizes: PoolsConfig,
-    /// Per server: the last live status, behind a lock that makes concurrent callers share a query.
-    status: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Cached<crate::routes::stats::LiveStatus>>>>>>,
-    disk: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Cached<crate::routes::stats::DiskStatus>>>>>>,
+    status: Slots<crate::routes::stats::LiveStatus>,
+    disk: Slots<crate::routes::stats::DiskStatus>,
 }
 
 impl RemotePools {

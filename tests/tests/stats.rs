@@ -168,7 +168,7 @@ fn assert_story_db(v: &Value, slots: &[DateTime<Utc>]) {
             0 | 6 | 10 | 13 | 14 | 15 | 16 | 19 => assert_eq!(*c, None, "slot {i}: {commits:?}"),
             _ => {
                 let c = c.unwrap_or_else(|| panic!("slot {i} is a gap: {commits:?}"));
-                assert!((c - 600.0 / 600.0).abs() < 0.01, "slot {i}: {c}");
+                assert!((c - 1.0).abs() < 0.01, "slot {i}: {c}");
             }
         }
     }

@@ -388,6 +388,7 @@ impl StatsApi {
 
     /// History of one database of a server (same parameters as the server's).
     #[oai(path = "/server/:name/db/:db/stats", method = "get")]
+    #[allow(clippy::too_many_arguments)] // one per request parameter, as poem-openapi reads them
     async fn db_history(
         &self,
         state: Data<&AppState>,
