@@ -84,6 +84,8 @@ pub struct Ctx {
     pub servers: servers::Registry,
     /// Held while rollups are refreshed after a stats slot, so refreshes never pile up.
     pub rollup_lock: tokio::sync::Mutex<()>,
+    /// Per task (by [`Task::index`]), the Unix time its current run started, 0 when idle.
+    pub busy_since: [std::sync::atomic::AtomicI64; 4],
 }
 
 impl Ctx {
@@ -100,6 +102,7 @@ impl Ctx {
             writer,
             servers: servers::Registry::default(),
             rollup_lock: tokio::sync::Mutex::new(()),
+            busy_since: Default::default(),
         })
     }
 }

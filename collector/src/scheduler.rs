@@ -12,6 +12,7 @@ use chrono::Utc;
 use pgmon_shared::store::{self, collectors};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -193,7 +194,7 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = watchdog_tick.tick() => {
-                if watchdog.is_some() {
+                if watchdog.is_some() && tasks_alive(&ctx) {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
                 continue;
@@ -257,6 +258,25 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// False when a task's run has lasted far longer than any healthy run can (every remote call has a
+/// deadline, so only a bug gets there): the watchdog is then starved and systemd restarts the service.
+fn tasks_alive(ctx: &Ctx) -> bool {
+    let now = Utc::now().timestamp();
+    Task::ALL.iter().all(|t| {
+        let since = ctx.busy_since[t.index()].load(Ordering::Relaxed);
+        let limit = 2 * i64::try_from(t.interval(&ctx.cfg.collector).as_secs()).unwrap_or(i64::MAX / 4) + 600;
+        let stuck = since != 0 && now - since > limit;
+        if stuck {
+            tracing::error!(
+                task = t.as_str(),
+                running_secs = now - since,
+                "task run hung; starving the watchdog"
+            );
+        }
+        !stuck
+    })
+}
+
 /// One task's schedule: a run at start, then one per slot boundary; changed servers are collected
 /// at once for the current slot.
 async fn task_loop(
@@ -292,7 +312,10 @@ async fn task_loop(
             continue;
         }
         let slot = tasks::slot_of(Utc::now(), every);
+        let busy = &ctx.busy_since[task.index()];
+        busy.store(Utc::now().timestamp(), Ordering::Relaxed);
         let summary = tasks::run(&ctx, task, slot, only.as_ref(), &stop).await;
+        busy.store(0, Ordering::Relaxed);
         if only.is_none() || summary.servers > 0 {
             record(&ctx, &summary).await;
         }

@@ -38,6 +38,16 @@ pub enum Task {
 impl Task {
     pub const ALL: [Task; 4] = [Task::Stats, Task::Sizes, Task::DbInfo, Task::Maintenance];
 
+    /// Position in [`Task::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Task::Stats => 0,
+            Task::Sizes => 1,
+            Task::DbInfo => 2,
+            Task::Maintenance => 3,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Task::Stats => "stats",

@@ -768,3 +768,39 @@ async fn remote_sessions_carry_limits_follow_sslmode_and_classify_errors() {
         assert_eq!(e.class, ErrorClass::Tls, "{e}");
     }
 }
+
+/// The systemd protocol as the unit uses it (Type=notify, WatchdogSec): READY after start, WATCHDOG
+/// from the scheduler loop, STOPPING on SIGTERM, then exit 0.
+#[tokio::test]
+async fn tells_systemd_ready_feeds_the_watchdog_and_stops_cleanly() {
+    let (env, _store) = env_with(3600, "").await;
+    let sock_path = env.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let sock_env = sock_path.display().to_string();
+    let mut collector = Proc::spawn_env(
+        &bin("pgmon-collector"),
+        &env.config_path,
+        &["run"],
+        READY,
+        &[("NOTIFY_SOCKET", &sock_env), ("WATCHDOG_USEC", "1000000")],
+    )
+    .await;
+    let mut seen = String::new();
+    let mut buf = [0u8; 512];
+    while !(seen.contains("READY=1") && seen.contains("WATCHDOG=1")) {
+        let n = sock.recv(&mut buf).expect("a notification within 30 s");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        seen.push('\n');
+    }
+    let status = collector
+        .terminate(Duration::from_secs(15))
+        .await
+        .expect("SIGTERM");
+    assert!(status.success(), "{status}");
+    while !seen.contains("STOPPING=1") {
+        let n = sock.recv(&mut buf).expect("STOPPING before exit");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
