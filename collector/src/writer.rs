@@ -307,3 +307,43 @@ pub async fn refresh_rollups(pool: &PgPool) {
         Err(e) => tracing::warn!(error = %e, "refreshing rollups failed"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(server_id: i64) -> Batch {
+        Batch::Stats {
+            availability: AvailabilityRow {
+                server_id,
+                slot: Utc::now(),
+                collected_at: Utc::now(),
+                up: false,
+                latency_ms: None,
+                error_class: Some("timeout".into()),
+            },
+            rows: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_full_buffer_drops_and_counts_the_oldest_snapshots() {
+        let w = Writer::new(3);
+        for id in 1..=5 {
+            w.push(sample(id));
+        }
+        let s = w.stats();
+        assert_eq!((s.pending_rows, s.dropped_rows, s.written_rows), (3, 2, 0));
+        let group = w.take_group();
+        let ids: Vec<i64> = group
+            .iter()
+            .map(|b| match b {
+                Batch::Stats { availability, .. } => availability.server_id,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(ids, [3, 4, 5], "the newest snapshots are kept, in order");
+        w.requeue(group);
+        assert_eq!(w.stats().pending_rows, 3);
+    }
+}
