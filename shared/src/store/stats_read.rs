@@ -44,20 +44,15 @@ pub async fn database_known(pool: &PgPool, server_id: i64, name: &str) -> Result
     .await?)
 }
 
+/// Rollup rows are fetched as they are and summed into buckets here: PostgreSQL's `sum(bigint)`
+/// accumulates in numeric, which made the grouped query several times slower than the plain scan.
 static ROLLUP_SQL: LazyLock<String> = LazyLock::new(|| {
-    let sums = COUNTER_NAMES
-        .iter()
-        .map(|n| format!("sum({n})::bigint"))
-        .collect::<Vec<_>>()
-        .join(", ");
     format!(
-        "SELECT date_bin(make_interval(secs => $5), bucket, 'epoch'::timestamptz) AS b, sum(secs)::float8, {sums},
-                sum(backends_sum)::bigint, sum(backends_n)::bigint, sum(size_sum)::float8, sum(size_n)::bigint,
-                sum(disk_used_sum)::float8, sum(disk_total_sum)::float8, sum(disk_n)::bigint,
-                sum(up_n)::bigint, sum(avail_n)::bigint
+        "SELECT bucket, secs, {}, backends_sum, backends_n, size_sum, size_n,
+                disk_used_sum, disk_total_sum, disk_n, up_n, avail_n
          FROM stat_rollup
-         WHERE server_id = $1 AND datname = $2 AND res = $3 AND bucket >= $4 AND bucket < $6
-         GROUP BY b ORDER BY b"
+         WHERE server_id = $1 AND datname = $2 AND res = $3 AND bucket >= $4 AND bucket < $5",
+        COUNTER_NAMES.join(", ")
     )
 });
 
@@ -88,15 +83,16 @@ fn acc_from_rollup(row: &PgRow) -> Result<Acc> {
         acc.counters[i] = row.try_get(2 + i)?;
     }
     let b = 2 + COUNTERS;
+    let int = |i: usize| row.try_get::<i32, _>(i).map(i64::from);
     acc.backends_sum = row.try_get(b)?;
-    acc.backends_n = row.try_get(b + 1)?;
+    acc.backends_n = int(b + 1)?;
     acc.size_sum = row.try_get(b + 2)?;
-    acc.size_n = row.try_get(b + 3)?;
+    acc.size_n = int(b + 3)?;
     acc.disk_used_sum = row.try_get(b + 4)?;
     acc.disk_total_sum = row.try_get(b + 5)?;
-    acc.disk_n = row.try_get(b + 6)?;
-    acc.up_n = row.try_get(b + 7)?;
-    acc.avail_n = row.try_get(b + 8)?;
+    acc.disk_n = int(b + 6)?;
+    acc.up_n = int(b + 7)?;
+    acc.avail_n = int(b + 8)?;
     Ok(acc)
 }
 
@@ -135,7 +131,6 @@ pub async fn history(
             .bind(server_id)
             .fetch_all(&mut *tx)
             .await?;
-    let mark = |s: &str| marks.iter().find(|(n, _)| n == s).map(|(_, d)| *d);
     let mut buckets: BTreeMap<DateTime<Utc>, Acc> = BTreeMap::new();
 
     let rows = sqlx::query(AssertSqlSafe(ROLLUP_SQL.as_str()))
@@ -143,13 +138,15 @@ pub async fn history(
         .bind(datname.unwrap_or(""))
         .bind(i32::try_from(tier_for(w.step_secs)).unwrap_or(0))
         .bind(w.first)
-        .bind(w.step_secs as f64)
         .bind(w.end)
         .fetch_all(&mut *tx)
         .await?;
     for row in &rows {
         let b: DateTime<Utc> = row.try_get(0)?;
-        buckets.entry(b).or_default().merge(&acc_from_rollup(row)?);
+        buckets
+            .entry(rates::bucket_start(b, w.step_secs))
+            .or_default()
+            .merge(&acc_from_rollup(row)?);
     }
 
     stats_tail(
@@ -157,13 +154,17 @@ pub async fn history(
         server_id,
         datname,
         w,
-        mark("stat_database"),
+        mark(&marks, "stat_database"),
         &mut buckets,
     )
     .await?;
-    gauge_tail(&mut tx, server_id, datname, w, &mark, &mut buckets).await?;
+    gauge_tail(&mut tx, server_id, datname, w, &marks, &mut buckets).await?;
     tx.commit().await?;
     Ok(buckets.into_iter().collect())
+}
+
+fn mark(marks: &[(String, DateTime<Utc>)], source: &str) -> Option<DateTime<Utc>> {
+    marks.iter().find(|(n, _)| n == source).map(|(_, d)| *d)
 }
 
 /// Counter deltas of the slots newer than the rollup watermark `done`, computed from raw rows.
@@ -229,11 +230,11 @@ async fn gauge_tail(
     server_id: i64,
     datname: Option<&str>,
     w: &Window,
-    mark: &dyn Fn(&str) -> Option<DateTime<Utc>>,
+    marks: &[(String, DateTime<Utc>)],
     buckets: &mut BTreeMap<DateTime<Utc>, Acc>,
 ) -> Result<()> {
     let after = |m: Option<DateTime<Utc>>| m.map_or(w.first, |d| d.max(w.first));
-    let size_from = after(mark("db_size"));
+    let size_from = after(mark(marks, "db_size"));
     let sizes: Vec<(DateTime<Utc>, f64)> = sqlx::query_as(
         "SELECT slot, sum(size_bytes)::float8 FROM db_size
          WHERE server_id = $1 AND ($2::text IS NULL OR datname = $2) AND slot >= $3 AND slot < $4
@@ -244,7 +245,7 @@ async fn gauge_tail(
     .bind(datname)
     .bind(size_from)
     .bind(w.end)
-    .bind(mark("db_size"))
+    .bind(mark(marks, "db_size"))
     .fetch_all(&mut **tx)
     .await?;
     for (slot, v) in sizes {
@@ -260,9 +261,9 @@ async fn gauge_tail(
          WHERE server_id = $1 AND slot >= $2 AND slot < $3 AND ($4::timestamptz IS NULL OR slot > $4)",
     )
     .bind(server_id)
-    .bind(after(mark("disk_usage")))
+    .bind(after(mark(marks, "disk_usage")))
     .bind(w.end)
-    .bind(mark("disk_usage"))
+    .bind(mark(marks, "disk_usage"))
     .fetch_all(&mut **tx)
     .await?;
     for (slot, used, total) in disk {
@@ -276,9 +277,9 @@ async fn gauge_tail(
          WHERE server_id = $1 AND slot >= $2 AND slot < $3 AND ($4::timestamptz IS NULL OR slot > $4)",
     )
     .bind(server_id)
-    .bind(after(mark("availability")))
+    .bind(after(mark(marks, "availability")))
     .bind(w.end)
-    .bind(mark("availability"))
+    .bind(mark(marks, "availability"))
     .fetch_all(&mut **tx)
     .await?;
     for (slot, up) in avail {

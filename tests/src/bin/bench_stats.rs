@@ -283,7 +283,7 @@ async fn main() {
             rss_kib(pid)
         );
 
-        // Baseline: the rollup query the API runs, straight from sqlx at the same concurrency.
+        // Baseline: the rollup query the API runs (its main one), straight from sqlx, same concurrency.
         let pool2 = pool.clone();
         let ids2 = ids.clone();
         let tier = pgmon_shared::store::stats_read::tier_for(step);
@@ -294,22 +294,17 @@ async fn main() {
             let db = if per_db { format!("db{}", 1 + (i / SERVERS as u64) % DBS as u64) } else { String::new() };
             async move {
                 sqlx::query(
-                    "SELECT date_bin(make_interval(secs => $5), bucket, 'epoch'::timestamptz) AS b, sum(secs),
-                            sum(xact_commit)::bigint, sum(xact_rollback)::bigint, sum(blks_read)::bigint,
-                            sum(blks_hit)::bigint, sum(tup_returned)::bigint, sum(tup_fetched)::bigint,
-                            sum(tup_inserted)::bigint, sum(tup_updated)::bigint, sum(tup_deleted)::bigint,
-                            sum(temp_bytes)::bigint, sum(deadlocks)::bigint, sum(conflicts)::bigint,
-                            sum(backends_sum)::bigint, sum(backends_n)::bigint, sum(size_sum), sum(size_n)::bigint,
-                            sum(disk_used_sum), sum(disk_total_sum), sum(disk_n)::bigint, sum(up_n)::bigint,
-                            sum(avail_n)::bigint
+                    "SELECT bucket, secs, xact_commit, xact_rollback, blks_read, blks_hit, tup_returned,
+                            tup_fetched, tup_inserted, tup_updated, tup_deleted, temp_bytes, deadlocks, conflicts,
+                            backends_sum, backends_n, size_sum, size_n, disk_used_sum, disk_total_sum, disk_n,
+                            up_n, avail_n
                      FROM stat_rollup WHERE server_id = $1 AND datname = $2 AND res = $3 AND bucket >= $4
-                       AND bucket < $6 GROUP BY b ORDER BY b",
+                       AND bucket < $5",
                 )
                 .bind(id)
                 .bind(db)
                 .bind(i32::try_from(tier).unwrap_or(0))
                 .bind(first)
-                .bind(step as f64)
                 .bind(now + TimeDelta::seconds(step))
                 .fetch_all(&pool)
                 .await
