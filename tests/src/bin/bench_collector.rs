@@ -93,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
     let rows = field(&out, "written_rows").unwrap_or(0);
     let cpu_ms = field(&out, "cpu_ms").unwrap_or(0);
     let rss_kb = field(&out, "peak_rss_kb").unwrap_or(0);
+    let collect_ms = field(&out, "ms").unwrap_or(0);
     let stat_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM stat_database")
         .fetch_one(&store)
         .await?;
@@ -152,7 +153,11 @@ async fn main() -> anyhow::Result<()> {
         "collector benchmark: {servers} servers over {clusters_n} clusters x {dbs} databases, concurrency {concurrency}"
     );
     println!("  servers up            {up}/{servers}");
-    println!("  wall time             {wall:.2} s");
+    println!("  wall time             {wall:.2} s (process start to exit, rollup refresh included)");
+    println!(
+        "  collect phase         {:.2} s (connect, read, queue every server)",
+        collect_ms as f64 / 1000.0
+    );
     println!("  collector CPU time    {:.2} s", cpu_ms as f64 / 1000.0);
     println!("  collector peak RSS    {:.1} MB", rss_kb as f64 / 1024.0);
     println!("  rows written          {rows} ({stat_rows} stat_database rows)");
