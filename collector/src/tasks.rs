@@ -250,9 +250,7 @@ async fn connect(
             Ok((c, t0.elapsed().as_secs_f64() * 1000.0))
         }
         Err(e) => {
-            if e.class != ErrorClass::Other || ctx.servers.backing_off(server.id()).is_none() {
-                ctx.servers.failed(server.id(), &e);
-            }
+            ctx.servers.failed(server.id(), &e);
             tracing::debug!(server = %server.row.name, error = %e, "connect failed");
             Err(e)
         }
