@@ -8,9 +8,9 @@
 //!
 //! TLS is rustls with ring. `sslmode` follows libpq: `prefer` and `require` encrypt without verifying
 //! the certificate, `verify-ca` checks the chain only, `verify-full` the chain and the host name. Trust
-//! anchors are the Mozilla roots (webpki-roots) plus the system bundle
-//! (`/etc/ssl/certs/ca-certificates.crt`, or `$PGMON_SSL_ROOT_CERT` when set), so a private CA is trusted
-//! by installing it into the system store.
+//! anchors are, as libpq's `sslrootcert`, the file named by `$PGSSLROOTCERT` alone when it is set
+//! (a private CA); otherwise the Mozilla roots (webpki-roots) plus the system bundle
+//! (`/etc/ssl/certs/ca-certificates.crt`), as with libpq's `sslrootcert=system`.
 //!
 //! Errors are reduced to a class and a message written here: the message never carries the password
 //! nor text chosen by the server (only its SQLSTATE), since a monitored server is not trusted.
@@ -224,14 +224,21 @@ fn empty_config() -> rustls::ClientConfig {
 
 fn root_store() -> rustls::RootCertStore {
     use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let path = std::env::var("PGMON_SSL_ROOT_CERT")
-        .unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".to_string());
-    if let Ok(iter) = CertificateDer::pem_file_iter(&path) {
-        let (added, ignored) = roots.add_parsable_certificates(iter.flatten());
-        tracing::debug!(path, added, ignored, "loaded TLS trust anchors");
+    // Not PGMON_*: the config reads every PGMON_* variable as a key.
+    let own = std::env::var("PGSSLROOTCERT")
+        .ok()
+        .filter(|p| !p.is_empty() && p != "system");
+    let mut roots = rustls::RootCertStore::empty();
+    if own.is_none() {
+        roots.roots = webpki_roots::TLS_SERVER_ROOTS.to_vec();
+    }
+    let path = own.unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".to_string());
+    match CertificateDer::pem_file_iter(&path) {
+        Ok(iter) => {
+            let (added, ignored) = roots.add_parsable_certificates(iter.flatten());
+            tracing::debug!(path, added, ignored, "loaded TLS trust anchors");
+        }
+        Err(_) => tracing::warn!(path, "cannot read TLS trust anchors"),
     }
     roots
 }

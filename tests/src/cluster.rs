@@ -147,6 +147,32 @@ impl Cluster {
         );
     }
 
+    /// Writes a file the server can read (e.g. a TLS certificate or key) into the cluster's directory.
+    pub fn install_file(&self, name: &str, content: &[u8], mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).expect("write cluster file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        if self.as_postgres {
+            let uid = id(&["-u", "postgres"]).expect("postgres uid");
+            let gid = id(&["-g", "postgres"]).expect("postgres gid");
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
+        }
+        path
+    }
+
+    /// Appends `lines` to postgresql.conf and restarts the cluster.
+    pub fn reconfigure(&self, lines: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data().join("postgresql.conf"))
+            .expect("open postgresql.conf");
+        writeln!(f, "{lines}").expect("append postgresql.conf");
+        self.stop();
+        self.start_again();
+    }
+
     /// Stops the cluster (fast shutdown: sessions are disconnected).
     pub fn stop(&self) {
         self.run(

@@ -804,3 +804,151 @@ async fn tells_systemd_ready_feeds_the_watchdog_and_stops_cleanly() {
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
 }
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Serves TLS on `cluster` with the certificate `name`.pem / `name`.key from `dir`.
+fn serve_tls(cluster: &Cluster, dir: &std::path::Path, name: &str) {
+    let read = |f: String| std::fs::read(dir.join(f)).expect("read certificate file");
+    let cert = cluster.install_file("server.pem", &read(format!("{name}.pem")), 0o644);
+    let key = cluster.install_file("server.key", &read(format!("{name}.key")), 0o600);
+    cluster.reconfigure(&format!(
+        "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'",
+        cert.display(),
+        key.display()
+    ));
+}
+
+/// libpq's sslmode semantics through the collector: `require` encrypts without checking,
+/// `verify-ca` checks the chain but not the name, `verify-full` checks both. The private CA is
+/// trusted through `PGSSLROOTCERT`, as with libpq.
+#[tokio::test]
+async fn sslmodes_check_what_libpq_checks() {
+    let (env, store) = env_with(600, "").await;
+    let d = env.dir.path();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    args.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=pgmon test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(d, &args);
+    // Signed by the CA, but for another name than 127.0.0.1.
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend([
+        "-keyout",
+        "named.key",
+        "-out",
+        "named.csr",
+        "-subj",
+        "/CN=elsewhere.example",
+    ]);
+    openssl(d, &args);
+    std::fs::write(
+        d.join("named.ext"),
+        "subjectAltName=DNS:elsewhere.example\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext file");
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "named.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "named.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "named.ext",
+        ],
+    );
+    // Self-signed, for the right address.
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    args.extend([
+        "-keyout",
+        "selfsigned.key",
+        "-out",
+        "selfsigned.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+    ]);
+    openssl(d, &args);
+
+    let ca_signed = Cluster::start();
+    serve_tls(&ca_signed, d, "named");
+    let self_signed = Cluster::start();
+    serve_tls(&self_signed, d, "selfsigned");
+    let mut expect = Vec::new();
+    for (name, port, mode, up) in [
+        ("require-selfsigned", self_signed.port, "require", true),
+        ("verify-ca-selfsigned", self_signed.port, "verify-ca", false),
+        ("verify-ca-other-name", ca_signed.port, "verify-ca", true),
+        ("verify-full-other-name", ca_signed.port, "verify-full", false),
+    ] {
+        let id = add_server(&store, name, port, "postgres").await;
+        sqlx::query("UPDATE servers SET sslmode = $2 WHERE id = $1")
+            .bind(id)
+            .bind(mode)
+            .execute(&store)
+            .await
+            .expect("sslmode");
+        expect.push((name, id, up));
+    }
+    let out = std::process::Command::new(bin("pgmon-collector"))
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(["once", "--task", "stats"])
+        .env_remove("PGMON_TEST_PG_URL")
+        .env_remove("PGMON_CONFIG")
+        .env("PGSSLROOTCERT", d.join("ca.pem"))
+        .output()
+        .expect("run once");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (name, id, up) in expect {
+        let (got, class): (bool, Option<String>) =
+            sqlx::query_as("SELECT up, error_class FROM availability WHERE server_id = $1")
+                .bind(id)
+                .fetch_one(&store)
+                .await
+                .expect("sample");
+        assert_eq!(got, up, "{name}: {class:?}");
+        if !up {
+            assert_eq!(class.as_deref(), Some("tls"), "{name}");
+        }
+    }
+}
