@@ -174,3 +174,35 @@ pub async fn database_size(client: &Client, opts: &SessionOpts, oid: i64) -> Res
     .await?;
     row.try_get(0).map_err(|e| RemoteError::from_pg(&e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::stat_database_sql;
+
+    #[test]
+    fn columns_follow_the_server_version() {
+        let v11 = stat_database_sql(110000);
+        assert!(!v11.contains("checksum_failures") && !v11.contains("session_time"));
+        let v12 = stat_database_sql(120000);
+        assert!(v12.contains("checksum_failures") && !v12.contains("session_time"));
+        for v in [140000, 150004, 170002] {
+            let sql = stat_database_sql(v);
+            assert!(
+                sql.contains("checksum_failures") && sql.contains("sessions_killed"),
+                "{v}"
+            );
+        }
+        // Same shape whatever the version: 27 columns.
+        for v in [110000, 120000, 170000] {
+            let select = stat_database_sql(v);
+            let cols = select
+                .split("FROM")
+                .next()
+                .unwrap_or_default()
+                .matches(',')
+                .count()
+                + 1;
+            assert_eq!(cols, 27, "{v}");
+        }
+    }
+}
