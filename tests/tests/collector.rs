@@ -357,14 +357,24 @@ async fn black_holed_servers_do_not_hold_the_others_back() {
         hole_ids.push(add_server(&store, &format!("hole-{i}"), port, "postgres").await);
     }
     let good = add_shared_server(&env, &store, "good").await;
+    let disabled = add_shared_server(&env, &store, "disabled").await;
+    sqlx::query("UPDATE servers SET enabled = false WHERE id = $1")
+        .bind(disabled)
+        .execute(&store)
+        .await
+        .expect("disable");
     let out = once(&env, "stats");
-    assert!(out.contains("up=1 down=3"), "{out}");
+    assert!(out.contains("servers=4 skipped=0 up=1 down=3"), "{out}");
     let rows: Vec<(i64, bool, Option<String>, DateTime<Utc>)> =
         sqlx::query_as("SELECT server_id, up, error_class, collected_at FROM availability")
             .fetch_all(&store)
             .await
             .expect("availability");
-    assert_eq!(rows.len(), 4);
+    assert_eq!(
+        rows.len(),
+        4,
+        "one sample per enabled server, none for the disabled one"
+    );
     let good_at = rows.iter().find(|r| r.0 == good).expect("good sample");
     assert!(good_at.1);
     for r in rows.iter().filter(|r| r.0 != good) {
