@@ -382,7 +382,9 @@ impl StatsApi {
     ) -> ApiResult<Json<Series>> {
         let w = window(&state, from.0, to.0, step.0)?;
         let server = server_by_name(&state, &name).await?;
-        let buckets = stats_read::history(&state.pool, server.id, None, &w).await?;
+        let buckets = stats_read::history(&state.pool, server.id, None, &w)
+            .await?
+            .unwrap_or_default();
         Ok(Json(series(server.name, None, &w, &buckets)))
     }
 
@@ -401,10 +403,12 @@ impl StatsApi {
     ) -> ApiResult<Json<Series>> {
         let w = window(&state, from.0, to.0, step.0)?;
         let server = server_by_name(&state, &name).await?;
-        if !stats_read::database_known(&state.pool, server.id, &db).await? {
-            return Err(db_not_found(&name, &db));
-        }
-        let buckets = stats_read::history(&state.pool, server.id, Some(&db), &w).await?;
+        // Data in the range proves the database exists; only an empty answer needs the check.
+        let buckets = match stats_read::history(&state.pool, server.id, Some(&db), &w).await? {
+            Some(b) => b,
+            None if stats_read::database_known(&state.pool, server.id, &db).await? => Vec::new(),
+            None => return Err(db_not_found(&name, &db)),
+        };
         Ok(Json(series(server.name, Some(db.0), &w, &buckets)))
     }
 

@@ -2,13 +2,13 @@
 //!
 //! A history read takes the buckets `stat_rollup` already holds (up to each source's `done_until`)
 //! and computes only the newer slots from the raw tables with [`crate::stats::rates`], all in one
-//! REPEATABLE READ snapshot so a concurrent rollup refresh cannot make a slot count twice or not at all.
+//! statement (one snapshot).
 
 use super::Result;
 use crate::stats::rates::{self, Acc, COUNTER_NAMES, COUNTERS, Sample, SlotDelta};
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, PgPool, Row};
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
@@ -44,250 +44,225 @@ pub async fn database_known(pool: &PgPool, server_id: i64, name: &str) -> Result
     .await?)
 }
 
-/// Rollup rows are fetched as they are and summed into buckets here: PostgreSQL's `sum(bigint)`
-/// accumulates in numeric, which made the grouped query several times slower than the plain scan.
-static ROLLUP_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT bucket, secs, {}, backends_sum, backends_n, size_sum, size_n,
-                disk_used_sum, disk_total_sum, disk_n, up_n, avail_n
-         FROM stat_rollup
-         WHERE server_id = $1 AND datname = $2 AND res = $3 AND bucket >= $4 AND bucket < $5",
-        COUNTER_NAMES.join(", ")
-    )
-});
+/// Row kinds of the history statement.
+const ROLLUP: i32 = 0;
+const RAW: i32 = 1;
+const SIZE: i32 = 2;
+const DISK: i32 = 3;
+const AVAIL: i32 = 4;
+const MARK: i32 = 5;
 
-static RAW_DB_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT datname, slot, collected_at, datid, stats_reset, postmaster_start, numbackends, {}
-         FROM stat_database WHERE server_id = $1 AND datname = $2 AND slot >= $3 AND slot < $4
-         ORDER BY datname, slot",
-        COUNTER_NAMES.join(", ")
-    )
-});
+/// The whole history read as one statement: one round trip, and one snapshot, so a concurrent rollup
+/// refresh cannot make a slot count twice or not at all. Rows of every kind share one column layout
+/// (`kind, t, datname, collected_at, datid, stats_reset, postmaster_start, numbackends, <counters>,
+/// secs, backends_sum, backends_n, size_sum, size_n, disk_used_sum, disk_total_sum, disk_n, up_n,
+/// avail_n`), NULL where a kind has no value.
+///
+/// Rollup rows are returned as they are and summed into buckets in Rust: PostgreSQL's `sum(bigint)`
+/// accumulates in numeric, which made a grouped query several times slower than the plain scan.
+///
+/// `$1` server, `$2` database (`''` = server level), `$3` rollup resolution, `$4` first bucket,
+/// `$5` end, `$6` earliest raw slot that may serve as a baseline.
+fn history_sql(server_level: bool) -> String {
+    let c = COUNTER_NAMES.join(", ");
+    let nulls_c = vec!["NULL::int8"; COUNTERS].join(", ");
+    let no_ident =
+        "NULL::text, NULL::timestamptz, NULL::int8, NULL::timestamptz, NULL::timestamptz, NULL::int4";
+    let no_gauge = "NULL::float8, NULL::int8, NULL::int4, NULL::float8, NULL::int4, NULL::float8, NULL::float8, \
+                    NULL::int4, NULL::int4, NULL::int4";
+    let db_filter = if server_level { "" } else { "AND datname = $2" };
+    let mut sql = format!(
+        "WITH m AS (
+            SELECT (SELECT done_until FROM stat_rollup_state WHERE server_id = $1 AND source = 'stat_database') AS ws,
+                   (SELECT done_until FROM stat_rollup_state WHERE server_id = $1 AND source = 'db_size') AS wz,
+                   (SELECT done_until FROM stat_rollup_state WHERE server_id = $1 AND source = 'disk_usage') AS wd,
+                   (SELECT done_until FROM stat_rollup_state WHERE server_id = $1 AND source = 'availability') AS wa
+        )
+        SELECT {ROLLUP}, bucket, {no_ident}, {c}, secs, backends_sum, backends_n, size_sum, size_n,
+               disk_used_sum, disk_total_sum, disk_n, up_n, avail_n
+        FROM stat_rollup
+        WHERE server_id = $1 AND datname = $2 AND res = $3 AND bucket >= $4 AND bucket < $5
+        UNION ALL
+        SELECT {RAW}, slot, datname, collected_at, datid, stats_reset, postmaster_start, numbackends, {c}, {no_gauge}
+        FROM stat_database, m
+        WHERE server_id = $1 {db_filter} AND slot >= greatest(m.ws, $6) AND slot < $5
+        UNION ALL
+        SELECT {SIZE}, slot, {no_ident}, {nulls_c}, NULL, NULL, NULL, sum(size_bytes)::float8, 1, NULL, NULL, NULL, NULL, NULL
+        FROM db_size, m
+        WHERE server_id = $1 {db_filter} AND slot > coalesce(m.wz, '-infinity') AND slot >= $4 AND slot < $5
+        GROUP BY slot
+        UNION ALL
+        SELECT {MARK}, done_until, source, {}, {nulls_c}, {no_gauge}
+        FROM stat_rollup_state WHERE server_id = $1 AND source = 'stat_database'",
+        "NULL::timestamptz, NULL::int8, NULL::timestamptz, NULL::timestamptz, NULL::int4"
+    );
+    if server_level {
+        sql.push_str(&format!(
+            "
+        UNION ALL
+        SELECT {DISK}, slot, {no_ident}, {nulls_c}, NULL, NULL, NULL, NULL, NULL,
+               used_bytes::float8, total_bytes::float8, 1, NULL, NULL
+        FROM disk_usage, m
+        WHERE server_id = $1 AND slot > coalesce(m.wd, '-infinity') AND slot >= $4 AND slot < $5
+        UNION ALL
+        SELECT {AVAIL}, slot, {no_ident}, {nulls_c}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, up::int4, 1
+        FROM availability, m
+        WHERE server_id = $1 AND slot > coalesce(m.wa, '-infinity') AND slot >= $4 AND slot < $5"
+        ));
+    }
+    sql
+}
 
-static RAW_SERVER_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT datname, slot, collected_at, datid, stats_reset, postmaster_start, numbackends, {}
-         FROM stat_database WHERE server_id = $1 AND slot >= $2 AND slot < $3
-         ORDER BY datname, slot",
-        COUNTER_NAMES.join(", ")
-    )
-});
+static HISTORY_DB_SQL: LazyLock<String> = LazyLock::new(|| history_sql(false));
+static HISTORY_SERVER_SQL: LazyLock<String> = LazyLock::new(|| history_sql(true));
+
+/// Column of the first counter; the gauge columns follow the counters.
+const C0: usize = 8;
+const G0: usize = C0 + COUNTERS;
 
 fn acc_from_rollup(row: &PgRow) -> Result<Acc> {
     let mut acc = Acc {
-        secs: row.try_get(1)?,
+        secs: row.try_get(G0)?,
         ..Acc::default()
     };
     for i in 0..COUNTERS {
-        acc.counters[i] = row.try_get(2 + i)?;
+        acc.counters[i] = row.try_get(C0 + i)?;
     }
-    let b = 2 + COUNTERS;
     let int = |i: usize| row.try_get::<i32, _>(i).map(i64::from);
-    acc.backends_sum = row.try_get(b)?;
-    acc.backends_n = int(b + 1)?;
-    acc.size_sum = row.try_get(b + 2)?;
-    acc.size_n = int(b + 3)?;
-    acc.disk_used_sum = row.try_get(b + 4)?;
-    acc.disk_total_sum = row.try_get(b + 5)?;
-    acc.disk_n = int(b + 6)?;
-    acc.up_n = int(b + 7)?;
-    acc.avail_n = int(b + 8)?;
+    acc.backends_sum = row.try_get(G0 + 1)?;
+    acc.backends_n = int(G0 + 2)?;
+    acc.size_sum = row.try_get(G0 + 3)?;
+    acc.size_n = int(G0 + 4)?;
+    acc.disk_used_sum = row.try_get(G0 + 5)?;
+    acc.disk_total_sum = row.try_get(G0 + 6)?;
+    acc.disk_n = int(G0 + 7)?;
+    acc.up_n = int(G0 + 8)?;
+    acc.avail_n = int(G0 + 9)?;
     Ok(acc)
 }
 
 fn sample_from_row(row: &PgRow) -> Result<(String, Sample)> {
     let mut counters = [None; COUNTERS];
     for (i, c) in counters.iter_mut().enumerate() {
-        *c = row.try_get(7 + i)?;
+        *c = row.try_get(C0 + i)?;
     }
     Ok((
-        row.try_get(0)?,
+        row.try_get(2)?,
         Sample {
             slot: row.try_get(1)?,
-            collected_at: row.try_get(2)?,
-            datid: row.try_get(3)?,
-            stats_reset: row.try_get(4)?,
-            postmaster_start: row.try_get(5)?,
-            numbackends: row.try_get(6)?,
+            collected_at: row.try_get(3)?,
+            datid: row.try_get(4)?,
+            stats_reset: row.try_get(5)?,
+            postmaster_start: row.try_get(6)?,
+            numbackends: row.try_get(7)?,
             counters,
         },
     ))
 }
 
 /// Buckets of one server (`datname = None`) or one of its databases, sorted; buckets without any
-/// data are absent.
+/// data are absent. `None` when nothing at all was found (the caller tells an unknown database from
+/// an empty range).
 pub async fn history(
     pool: &PgPool,
     server_id: i64,
     datname: Option<&str>,
     w: &Window,
-) -> Result<Vec<(DateTime<Utc>, Acc)>> {
-    let mut tx = pool
-        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await?;
-    let marks: Vec<(String, DateTime<Utc>)> =
-        sqlx::query_as("SELECT source, done_until FROM stat_rollup_state WHERE server_id = $1")
-            .bind(server_id)
-            .fetch_all(&mut *tx)
-            .await?;
-    let mut buckets: BTreeMap<DateTime<Utc>, Acc> = BTreeMap::new();
-
-    let rows = sqlx::query(AssertSqlSafe(ROLLUP_SQL.as_str()))
+) -> Result<Option<Vec<(DateTime<Utc>, Acc)>>> {
+    let sql = if datname.is_some() {
+        &HISTORY_DB_SQL
+    } else {
+        &HISTORY_SERVER_SQL
+    };
+    // The first new raw slot needs the last rolled-up one (or one a gap before the window) as baseline.
+    let baseline = w.first - TimeDelta::milliseconds((w.max_gap_secs * 1000.0) as i64);
+    let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
         .bind(server_id)
         .bind(datname.unwrap_or(""))
         .bind(i32::try_from(tier_for(w.step_secs)).unwrap_or(0))
         .bind(w.first)
         .bind(w.end)
-        .fetch_all(&mut *tx)
+        .bind(baseline)
+        .fetch_all(pool)
         .await?;
+    let mut buckets: BTreeMap<DateTime<Utc>, Acc> = BTreeMap::new();
+    let mut per_db: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
+    let mut done: Option<DateTime<Utc>> = None;
+    let mut found = false;
     for row in &rows {
-        let b: DateTime<Utc> = row.try_get(0)?;
-        buckets
-            .entry(rates::bucket_start(b, w.step_secs))
-            .or_default()
-            .merge(&acc_from_rollup(row)?);
+        let kind: i32 = row.try_get(0)?;
+        let t: DateTime<Utc> = row.try_get(1)?;
+        if kind == MARK {
+            done = Some(t);
+            continue;
+        }
+        found = true;
+        if kind == RAW {
+            let (name, s) = sample_from_row(row)?;
+            per_db.entry(name).or_default().push(s);
+            continue;
+        }
+        let acc = buckets.entry(rates::bucket_start(t, w.step_secs)).or_default();
+        match kind {
+            ROLLUP => acc.merge(&acc_from_rollup(row)?),
+            SIZE => {
+                acc.size_sum += row.try_get::<f64, _>(G0 + 3)?;
+                acc.size_n += 1;
+            }
+            DISK => {
+                acc.disk_used_sum += row.try_get::<f64, _>(G0 + 5)?;
+                acc.disk_total_sum += row.try_get::<f64, _>(G0 + 6)?;
+                acc.disk_n += 1;
+            }
+            AVAIL => {
+                acc.up_n += i64::from(row.try_get::<i32, _>(G0 + 8)?);
+                acc.avail_n += 1;
+            }
+            _ => {}
+        }
     }
-
-    stats_tail(
-        &mut tx,
-        server_id,
-        datname,
-        w,
-        mark(&marks, "stat_database"),
-        &mut buckets,
-    )
-    .await?;
-    gauge_tail(&mut tx, server_id, datname, w, &marks, &mut buckets).await?;
-    tx.commit().await?;
-    Ok(buckets.into_iter().collect())
+    if !found {
+        return Ok(None);
+    }
+    add_raw_deltas(per_db, datname.is_none(), w, done, &mut buckets);
+    Ok(Some(buckets.into_iter().collect()))
 }
 
-fn mark(marks: &[(String, DateTime<Utc>)], source: &str) -> Option<DateTime<Utc>> {
-    marks.iter().find(|(n, _)| n == source).map(|(_, d)| *d)
-}
-
-/// Counter deltas of the slots newer than the rollup watermark `done`, computed from raw rows.
-async fn stats_tail(
-    tx: &mut Transaction<'_, Postgres>,
-    server_id: i64,
-    datname: Option<&str>,
+/// Counter deltas of the raw slots newer than the rollup watermark `done`.
+fn add_raw_deltas(
+    mut per_db: BTreeMap<String, Vec<Sample>>,
+    server_level: bool,
     w: &Window,
     done: Option<DateTime<Utc>>,
     buckets: &mut BTreeMap<DateTime<Utc>, Acc>,
-) -> Result<()> {
-    // The baseline of the first new slot is the last rolled-up one (or one gap before the window).
-    let baseline = w.first - TimeDelta::milliseconds((w.max_gap_secs * 1000.0) as i64);
-    let from = done.map_or(baseline, |d| d.max(baseline));
-    if from >= w.end {
-        return Ok(());
-    }
-    let query = match datname {
-        Some(d) => sqlx::query(AssertSqlSafe(RAW_DB_SQL.as_str()))
-            .bind(server_id)
-            .bind(d),
-        None => sqlx::query(AssertSqlSafe(RAW_SERVER_SQL.as_str())).bind(server_id),
-    };
-    let rows = query.bind(from).bind(w.end).fetch_all(&mut **tx).await?;
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut per_db: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
-    for row in &rows {
-        let (name, s) = sample_from_row(row)?;
-        per_db.entry(name).or_default().push(s);
-    }
+) {
     let keep = |slot: DateTime<Utc>| slot >= w.first && done.is_none_or(|d| slot > d);
     let deltas: Vec<Vec<SlotDelta>> = per_db
-        .values()
-        .map(|s| rates::series_deltas(s, w.max_gap_secs))
+        .values_mut()
+        .map(|s| {
+            s.sort_by_key(|x| x.slot);
+            rates::series_deltas(s, w.max_gap_secs)
+        })
         .collect();
-    if datname.is_some() {
+    if !server_level {
         for d in deltas.iter().flatten().filter(|d| keep(d.slot)) {
             buckets
                 .entry(rates::bucket_start(d.slot, w.step_secs))
                 .or_default()
                 .merge(&rates::db_slot(d));
         }
-    } else {
-        let mut by_slot: BTreeMap<DateTime<Utc>, Vec<&SlotDelta>> = BTreeMap::new();
-        for d in deltas.iter().flatten().filter(|d| keep(d.slot)) {
-            by_slot.entry(d.slot).or_default().push(d);
-        }
-        for (slot, ds) in by_slot {
-            buckets
-                .entry(rates::bucket_start(slot, w.step_secs))
-                .or_default()
-                .merge(&rates::server_slot(&ds));
-        }
+        return;
     }
-    Ok(())
-}
-
-/// Sizes, disk usage and availability newer than their rollup watermarks.
-async fn gauge_tail(
-    tx: &mut Transaction<'_, Postgres>,
-    server_id: i64,
-    datname: Option<&str>,
-    w: &Window,
-    marks: &[(String, DateTime<Utc>)],
-    buckets: &mut BTreeMap<DateTime<Utc>, Acc>,
-) -> Result<()> {
-    let after = |m: Option<DateTime<Utc>>| m.map_or(w.first, |d| d.max(w.first));
-    let size_from = after(mark(marks, "db_size"));
-    let sizes: Vec<(DateTime<Utc>, f64)> = sqlx::query_as(
-        "SELECT slot, sum(size_bytes)::float8 FROM db_size
-         WHERE server_id = $1 AND ($2::text IS NULL OR datname = $2) AND slot >= $3 AND slot < $4
-           AND ($5::timestamptz IS NULL OR slot > $5)
-         GROUP BY slot",
-    )
-    .bind(server_id)
-    .bind(datname)
-    .bind(size_from)
-    .bind(w.end)
-    .bind(mark(marks, "db_size"))
-    .fetch_all(&mut **tx)
-    .await?;
-    for (slot, v) in sizes {
-        let a = buckets.entry(rates::bucket_start(slot, w.step_secs)).or_default();
-        a.size_sum += v;
-        a.size_n += 1;
+    let mut by_slot: BTreeMap<DateTime<Utc>, Vec<&SlotDelta>> = BTreeMap::new();
+    for d in deltas.iter().flatten().filter(|d| keep(d.slot)) {
+        by_slot.entry(d.slot).or_default().push(d);
     }
-    if datname.is_some() {
-        return Ok(());
+    for (slot, ds) in by_slot {
+        buckets
+            .entry(rates::bucket_start(slot, w.step_secs))
+            .or_default()
+            .merge(&rates::server_slot(&ds));
     }
-    let disk: Vec<(DateTime<Utc>, f64, f64)> = sqlx::query_as(
-        "SELECT slot, used_bytes::float8, total_bytes::float8 FROM disk_usage
-         WHERE server_id = $1 AND slot >= $2 AND slot < $3 AND ($4::timestamptz IS NULL OR slot > $4)",
-    )
-    .bind(server_id)
-    .bind(after(mark(marks, "disk_usage")))
-    .bind(w.end)
-    .bind(mark(marks, "disk_usage"))
-    .fetch_all(&mut **tx)
-    .await?;
-    for (slot, used, total) in disk {
-        let a = buckets.entry(rates::bucket_start(slot, w.step_secs)).or_default();
-        a.disk_used_sum += used;
-        a.disk_total_sum += total;
-        a.disk_n += 1;
-    }
-    let avail: Vec<(DateTime<Utc>, bool)> = sqlx::query_as(
-        "SELECT slot, up FROM availability
-         WHERE server_id = $1 AND slot >= $2 AND slot < $3 AND ($4::timestamptz IS NULL OR slot > $4)",
-    )
-    .bind(server_id)
-    .bind(after(mark(marks, "availability")))
-    .bind(w.end)
-    .bind(mark(marks, "availability"))
-    .fetch_all(&mut **tx)
-    .await?;
-    for (slot, up) in avail {
-        let a = buckets.entry(rates::bucket_start(slot, w.step_secs)).or_default();
-        a.up_n += i64::from(up);
-        a.avail_n += 1;
-    }
-    Ok(())
 }
 
 /// What the store knows about one database of a server.
