@@ -65,7 +65,7 @@ const MARK: i32 = 5;
 /// `$5` end, `$6` earliest raw slot that may serve as a baseline.
 fn history_sql(server_level: bool) -> String {
     let c = COUNTER_NAMES.join(", ");
-    let nulls_c = vec!["NULL::int8"; COUNTERS].join(", ");
+    let nulls_c = ["NULL::int8"; COUNTERS].join(", ");
     let no_ident =
         "NULL::text, NULL::timestamptz, NULL::int8, NULL::timestamptz, NULL::timestamptz, NULL::int4";
     let no_gauge = "NULL::float8, NULL::int8, NULL::int4, NULL::float8, NULL::int4, NULL::float8, NULL::float8, \
