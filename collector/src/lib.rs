@@ -46,6 +46,9 @@ pub enum Command {
     Once {
         #[arg(long, value_enum, default_value = "all")]
         task: TaskArg,
+        /// Leave the read API's rollups for the next run or maintenance (the benchmark times them apart).
+        #[arg(long)]
+        skip_rollups: bool,
     },
     /// Apply pending store migrations and exit.
     Migrate,
@@ -120,6 +123,8 @@ pub async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run => scheduler::run(Arc::new(Ctx::new(cfg)?)).await,
-        Command::Once { task } => scheduler::once(Arc::new(Ctx::new(cfg)?), &task.tasks()).await,
+        Command::Once { task, skip_rollups } => {
+            scheduler::once(Arc::new(Ctx::new(cfg)?), &task.tasks(), !skip_rollups).await
+        }
     }
 }

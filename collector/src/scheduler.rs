@@ -75,7 +75,7 @@ async fn record(ctx: &Ctx, summary: &Summary) {
 }
 
 /// `once`: collects the current slot of each task in `tasks`, prints one summary line, exits.
-pub async fn once(ctx: Arc<Ctx>, tasks: &[Task]) -> anyhow::Result<()> {
+pub async fn once(ctx: Arc<Ctx>, tasks: &[Task], rollups: bool) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let writer = {
         let (ctx, stop) = (ctx.clone(), stop.clone());
@@ -98,7 +98,7 @@ pub async fn once(ctx: Arc<Ctx>, tasks: &[Task]) -> anyhow::Result<()> {
         parts.push(summary);
     }
     let flushed = ctx.writer.flush(Duration::from_secs(30)).await;
-    if flushed && tasks.contains(&Task::Stats) {
+    if rollups && flushed && tasks.contains(&Task::Stats) {
         crate::writer::refresh_rollups(&ctx.pool).await;
     }
     stop.cancel();
