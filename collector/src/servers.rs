@@ -89,7 +89,14 @@ impl Registry {
         let mut next = Vec::with_capacity(rows.len());
         for row in rows {
             match old_by_id.get(&row.id) {
-                Some(s) if s.row.updated_at == row.updated_at => next.push(Arc::clone(s)),
+                Some(s) if s.row.updated_at == row.updated_at => {
+                    if s.row.ssh_host_key_fingerprint == row.ssh_host_key_fingerprint {
+                        next.push(Arc::clone(s));
+                    } else {
+                        // A host key pinned or reset: nothing to collect anew.
+                        next.push(Arc::new(Server::from_row(row, crypto)));
+                    }
+                }
                 _ => {
                     changed.push(row.id);
                     next.push(Arc::new(Server::from_row(row, crypto)));

@@ -337,8 +337,19 @@ async fn sizes(ctx: &Ctx, server: &Server, slot: DateTime<Utc>, opts: &SessionOp
 
 /// Disk usage of the server's data directory over SSH, with the host key pinned on first use.
 async fn disk_usage(ctx: &Ctx, server: &Server, slot: DateTime<Utc>) -> Option<DiskUsageRow> {
-    let data_path = server.row.ssh_data_path.as_deref().filter(|p| !p.is_empty())?;
-    let target = match store::servers::ssh_target(&ctx.pool, &ctx.crypto, &server.row).await {
+    server.row.ssh_data_path.as_deref().filter(|p| !p.is_empty())?;
+    // The pinned host key is read fresh: a cached row could still say "nothing pinned" and let any
+    // key through (with the credentials) after another run pinned one. No store, no SSH.
+    let row = match store::servers::get_by_id(&ctx.pool, server.id()).await {
+        Ok(Some(row)) if row.enabled => row,
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::debug!(server = %server.row.name, error = %e, "store unreachable; skipping SSH");
+            return None;
+        }
+    };
+    let data_path = row.ssh_data_path.as_deref().filter(|p| !p.is_empty())?;
+    let target = match store::servers::ssh_target(&ctx.pool, &ctx.crypto, &row).await {
         Ok(Some(t)) => t,
         Ok(None) => return None,
         Err(e) => {

@@ -261,7 +261,7 @@ async fn snapshots_counters_databases_sizes_and_disk() {
     assert!(gone[0].1.is_some() && gone[1].1.is_none());
 
     // Sizes of every connectable database, and the disk over SSH with the host key pinned.
-    let sshd = Sshd::start();
+    let mut sshd = Sshd::start();
     let crypto = pgmon_shared::crypto::Crypto::from_key(&env.fernet_key).expect("key");
     sqlx::query(
         "UPDATE servers SET ssh_enabled = true, ssh_host = '127.0.0.1', ssh_port = $2, ssh_username = $3,
@@ -307,10 +307,21 @@ async fn snapshots_counters_databases_sizes_and_disk() {
             .fetch_one(&store)
             .await
             .expect("fingerprint");
-    assert_eq!(pinned.as_deref(), Some(sshd.host_fingerprint().as_str()));
-    // The collector's sessions name themselves and are read-only; the password never shows in logs.
-    let logs_and_out = once(&env, "stats");
-    assert!(!logs_and_out.contains(TEST_PASSWORD));
+    let first_key = sshd.host_fingerprint();
+    assert_eq!(pinned.as_deref(), Some(first_key.as_str()));
+    // A host showing another key is refused and the pin stays: never re-pinned behind the user's back.
+    sshd.replace_host_key();
+    let (code, out, err) = cli(&env, &["once", "--task", "sizes"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(err.contains("host_key_mismatch"), "{err}");
+    assert!(!err.contains(TEST_PASSWORD) && !out.contains(TEST_PASSWORD));
+    let pinned: Option<String> =
+        sqlx::query_scalar("SELECT ssh_host_key_fingerprint FROM servers WHERE id = $1")
+            .bind(id)
+            .fetch_one(&store)
+            .await
+            .expect("fingerprint");
+    assert_eq!(pinned.as_deref(), Some(first_key.as_str()));
 }
 
 #[tokio::test]
