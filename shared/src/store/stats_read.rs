@@ -71,25 +71,30 @@ fn history_sql(server_level: bool) -> String {
     let no_gauge = "NULL::float8, NULL::int8, NULL::int4, NULL::float8, NULL::int4, NULL::float8, NULL::float8, \
                     NULL::int4, NULL::int4, NULL::int4";
     let db_filter = if server_level { "" } else { "AND datname = $2" };
+    // Scalar subqueries (init plans), not a join: their values bound the index scans and prune
+    // partitions at execution.
+    let mark = |source: &str| {
+        format!("(SELECT done_until FROM stat_rollup_state WHERE server_id = $1 AND source = '{source}')")
+    };
+    let (ws, wz, wd, wa) = (
+        mark("stat_database"),
+        mark("db_size"),
+        mark("disk_usage"),
+        mark("availability"),
+    );
     let mut sql = format!(
-        "WITH m AS (
-            SELECT (SELECT done_until FROM stat_rollup_state WHERE server_id = $1 AND source = 'stat_database') AS ws,
-                   (SELECT done_until FROM stat_rollup_state WHERE server_id = $1 AND source = 'db_size') AS wz,
-                   (SELECT done_until FROM stat_rollup_state WHERE server_id = $1 AND source = 'disk_usage') AS wd,
-                   (SELECT done_until FROM stat_rollup_state WHERE server_id = $1 AND source = 'availability') AS wa
-        )
-        SELECT {ROLLUP}, bucket, {no_ident}, {c}, secs, backends_sum, backends_n, size_sum, size_n,
+        "        SELECT {ROLLUP}, bucket, {no_ident}, {c}, secs, backends_sum, backends_n, size_sum, size_n,
                disk_used_sum, disk_total_sum, disk_n, up_n, avail_n
         FROM stat_rollup
         WHERE server_id = $1 AND datname = $2 AND res = $3 AND bucket >= $4 AND bucket < $5
         UNION ALL
         SELECT {RAW}, slot, datname, collected_at, datid, stats_reset, postmaster_start, numbackends, {c}, {no_gauge}
-        FROM stat_database, m
-        WHERE server_id = $1 {db_filter} AND slot >= greatest(m.ws, $6) AND slot < $5
+        FROM stat_database
+        WHERE server_id = $1 {db_filter} AND slot >= greatest({ws}, $6) AND slot < $5
         UNION ALL
         SELECT {SIZE}, slot, {no_ident}, {nulls_c}, NULL, NULL, NULL, sum(size_bytes)::float8, 1, NULL, NULL, NULL, NULL, NULL
-        FROM db_size, m
-        WHERE server_id = $1 {db_filter} AND slot > coalesce(m.wz, '-infinity') AND slot >= $4 AND slot < $5
+        FROM db_size
+        WHERE server_id = $1 {db_filter} AND slot > coalesce({wz}, '-infinity') AND slot >= $4 AND slot < $5
         GROUP BY slot
         UNION ALL
         SELECT {MARK}, done_until, source, {}, {nulls_c}, {no_gauge}
@@ -102,12 +107,12 @@ fn history_sql(server_level: bool) -> String {
         UNION ALL
         SELECT {DISK}, slot, {no_ident}, {nulls_c}, NULL, NULL, NULL, NULL, NULL,
                used_bytes::float8, total_bytes::float8, 1, NULL, NULL
-        FROM disk_usage, m
-        WHERE server_id = $1 AND slot > coalesce(m.wd, '-infinity') AND slot >= $4 AND slot < $5
+        FROM disk_usage
+        WHERE server_id = $1 AND slot > coalesce({wd}, '-infinity') AND slot >= $4 AND slot < $5
         UNION ALL
         SELECT {AVAIL}, slot, {no_ident}, {nulls_c}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, up::int4, 1
-        FROM availability, m
-        WHERE server_id = $1 AND slot > coalesce(m.wa, '-infinity') AND slot >= $4 AND slot < $5"
+        FROM availability
+        WHERE server_id = $1 AND slot > coalesce({wa}, '-infinity') AND slot >= $4 AND slot < $5"
         ));
     }
     sql
