@@ -259,6 +259,22 @@ async fn rates_survive_resets_restarts_and_gaps_before_and_after_rollups() {
     let (_, v) = http::call("GET", &url, Some(&viewer), None).await;
     let c = floats(&v, "commits_per_sec");
     assert!((c[24].expect("new slot") - 1.0).abs() < 0.01, "{c:?}");
+
+    // A deleted server's rollups go with the next refresh.
+    sqlx::query("DELETE FROM servers WHERE id = $1")
+        .bind(server)
+        .execute(&pool)
+        .await
+        .expect("delete server");
+    pgmon_shared::store::rollups::refresh_rollups(&pool)
+        .await
+        .expect("refresh after delete");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM stat_rollup WHERE server_id = $1")
+        .bind(server)
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 0);
 }
 
 #[tokio::test]

@@ -303,7 +303,8 @@ async fn run(
         .rows_affected())
 }
 
-/// Deletes rollups older than the oldest monthly partition of `stat_database`, i.e. past retention.
+/// Deletes rollups older than the oldest monthly partition of `stat_database` (past retention) and
+/// those of deleted servers.
 async fn purge_expired(pool: &PgPool) -> Result<u64> {
     let oldest: Option<DateTime<Utc>> = sqlx::query_scalar(
         "SELECT min(make_timestamptz(substr(right(c.relname, 6), 1, 4)::int, right(c.relname, 2)::int,
@@ -313,15 +314,46 @@ async fn purge_expired(pool: &PgPool) -> Result<u64> {
     )
     .fetch_one(pool)
     .await?;
-    let Some(oldest) = oldest else { return Ok(0) };
-    let mut rows = sqlx::query("DELETE FROM stat_rollup WHERE bucket < $1")
+    let live: Vec<i64> = sqlx::query_scalar("SELECT id FROM servers")
+        .fetch_all(pool)
+        .await?;
+    let tracked: Vec<i64> = sqlx::query_scalar("SELECT DISTINCT server_id FROM stat_rollup_state")
+        .fetch_all(pool)
+        .await?;
+    let mut rows = 0;
+    for id in tracked {
+        if !live.contains(&id) {
+            // A deleted server's history is no longer reachable by name: its rollups go at once.
+            rows += sqlx::query("DELETE FROM stat_rollup WHERE server_id = $1")
+                .bind(id)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            sqlx::query("DELETE FROM stat_rollup_state WHERE server_id = $1")
+                .bind(id)
+                .execute(pool)
+                .await?;
+            continue;
+        }
+        let Some(oldest) = oldest else { continue };
+        // Every bucket with data has a server-level 12-hour row: one index probe says whether
+        // anything expired, so the delete (a scan of the server's rows) runs about once a month.
+        let expired: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM stat_rollup
+                            WHERE server_id = $1 AND datname = '' AND res = 43200 AND bucket < $2)",
+        )
+        .bind(id)
         .bind(oldest)
-        .execute(pool)
-        .await?
-        .rows_affected();
-    rows += sqlx::query("DELETE FROM stat_rollup_state WHERE server_id NOT IN (SELECT id FROM servers)")
-        .execute(pool)
-        .await?
-        .rows_affected();
+        .fetch_one(pool)
+        .await?;
+        if expired {
+            rows += sqlx::query("DELETE FROM stat_rollup WHERE server_id = $1 AND bucket < $2")
+                .bind(id)
+                .bind(oldest)
+                .execute(pool)
+                .await?
+                .rows_affected();
+        }
+    }
     Ok(rows)
 }
