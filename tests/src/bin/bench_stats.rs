@@ -1,7 +1,9 @@
 //! Benchmark of the history read path: 12 months of 10-minute snapshots for 10 servers x 20 databases
 //! generated with SQL straight into a fresh store, rolled up, then loaded with 64 concurrent clients.
-//! Prints req/s, p50 and p99 per scenario, pgmon-api's RSS, and the same rollup query run directly
-//! with sqlx at the same concurrency (the plain-SQL baseline). Run through `scripts/bench-stats.sh`.
+//! Prints req/s, p50 and p99 per scenario for: the API (`API`), the rollup scan it runs as plain SQL
+//! (`SQL`), and the store call the handler makes, i.e. that statement plus the rate computation
+//! (`STORE`); first with 64 concurrent clients, then with one (`x1`: the time of one request).
+//! Also pgmon-api's RSS. Run through `scripts/bench-stats.sh`.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use pgmon_tests::{TestEnv, http};
@@ -53,8 +55,8 @@ impl Outcome {
     }
 }
 
-/// Runs `job(i)` from [`CLIENTS`] tasks for `secs` seconds.
-async fn load<F, Fut>(secs: u64, job: F) -> Outcome
+/// Runs `job(i)` from `clients` tasks for `secs` seconds.
+async fn load<F, Fut>(clients: usize, secs: u64, job: F) -> Outcome
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -63,7 +65,7 @@ where
     let start = Instant::now();
     let stop = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
-    for c in 0..CLIENTS {
+    for c in 0..clients {
         let job = job.clone();
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut failed, mut lat) = (0u64, 0u64, Vec::new());
@@ -260,7 +262,7 @@ async fn main() {
             .expect("json");
         let points = sample["time"].as_array().map_or(0, Vec::len);
         let step = sample["step"].as_i64().unwrap_or(0);
-        let out = load(secs, move |i| {
+        let api_job = move |i: u64| {
             let s = i % SERVERS as u64;
             let d = 1 + (i / SERVERS as u64) % DBS as u64;
             let url = if per_db {
@@ -275,8 +277,8 @@ async fn main() {
                     _ => false,
                 }
             }
-        })
-        .await;
+        };
+        let out = load(CLIENTS, secs, api_job.clone()).await;
         out.print(&format!("API  {label}"));
         println!(
             "     ({points} points, step {step} s; pgmon-api RSS now {} KiB)",
@@ -288,10 +290,14 @@ async fn main() {
         let ids2 = ids.clone();
         let tier = pgmon_shared::store::stats_read::tier_for(step);
         let first = pgmon_shared::stats::rates::bucket_start(now - TimeDelta::days(days), step);
-        let out = load(secs, move |i| {
+        let sql_job = move |i: u64| {
             let pool = pool2.clone();
             let id = ids2[(i % SERVERS as u64) as usize];
-            let db = if per_db { format!("db{}", 1 + (i / SERVERS as u64) % DBS as u64) } else { String::new() };
+            let db = if per_db {
+                format!("db{}", 1 + (i / SERVERS as u64) % DBS as u64)
+            } else {
+                String::new()
+            };
             async move {
                 sqlx::query(
                     "SELECT bucket, secs, xact_commit, xact_rollback, blks_read, blks_hit, tup_returned,
@@ -310,9 +316,35 @@ async fn main() {
                 .await
                 .is_ok()
             }
-        })
-        .await;
-        out.print(&format!("SQL  {label}"));
+        };
+        load(CLIENTS, secs, sql_job.clone())
+            .await
+            .print(&format!("SQL  {label}"));
+        // The store call the handler makes (the one statement plus the rate computation), no HTTP.
+        let (pool3, ids3) = (pool.clone(), ids.clone());
+        let window = pgmon_shared::store::stats_read::Window {
+            first,
+            end: pgmon_shared::stats::rates::bucket_start(now, step) + TimeDelta::seconds(step),
+            step_secs: step,
+            max_gap_secs: 1200.0,
+        };
+        let store_job = move |i: u64| {
+            let pool = pool3.clone();
+            let id = ids3[(i % SERVERS as u64) as usize];
+            let db = per_db.then(|| format!("db{}", 1 + (i / SERVERS as u64) % DBS as u64));
+            async move {
+                pgmon_shared::store::stats_read::history(&pool, id, db.as_deref(), &window)
+                    .await
+                    .is_ok()
+            }
+        };
+        load(CLIENTS, secs, store_job.clone())
+            .await
+            .print(&format!("STORE {label}"));
+        // One client: the time of one request, without queueing.
+        load(1, 3, api_job).await.print(&format!("API  x1 {label}"));
+        load(1, 3, sql_job).await.print(&format!("SQL  x1 {label}"));
+        load(1, 3, store_job).await.print(&format!("STORE x1 {label}"));
     }
     // For reference: the naive query computing the same 365-day series from the raw table.
     let t = Instant::now();
