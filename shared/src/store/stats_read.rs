@@ -36,6 +36,7 @@ pub fn tier_for(step_secs: i64) -> i64 {
 pub async fn database_known(pool: &PgPool, server_id: i64, name: &str) -> Result<bool> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM databases WHERE server_id = $1 AND name = $2)
+             OR EXISTS (SELECT 1 FROM stat_rollup WHERE server_id = $1 AND datname = $2)
              OR EXISTS (SELECT 1 FROM stat_database WHERE server_id = $1 AND datname = $2)",
     )
     .bind(server_id)
