@@ -127,7 +127,7 @@ fn spawn_housekeeping(state: AppState) {
         loop {
             tick.tick().await;
             state.limiter.retain_recent();
-            if n % 60 == 0 {
+            if n.is_multiple_of(60) {
                 match store::tokens::purge_expired(&state.pool).await {
                     Ok(rows) if rows > 0 => tracing::info!(rows, "purged expired token rows"),
                     Ok(_) => {}

@@ -264,12 +264,11 @@ impl Config {
         }
         let template = template_table();
         for (name, raw) in &env {
-            let Some(rest) = name.strip_prefix("PGMON_") else {
+            // Only SECTION__KEY names are config keys; other PGMON_* variables (PGMON_CONFIG, the test
+            // harness's PGMON_TEST_PG_URL, ...) belong to someone else.
+            let Some(rest) = name.strip_prefix("PGMON_").filter(|r| r.contains("__")) else {
                 continue;
             };
-            if rest == "CONFIG" {
-                continue;
-            }
             let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
             let refs: Vec<&str> = path.iter().map(String::as_str).collect();
             let value = env_value(&template, &refs, raw);
@@ -455,12 +454,16 @@ mod tests {
 
     #[test]
     fn unknown_and_bad_keys_are_named() {
-        let e = load("[store]\nurl = \"x\"\n[api]\nlisten_port = 1\n", &[]).unwrap_err();
+        let e = load("[store]\nurl = \"x\"\n[api]\nlisten_port = 1\n", &[]).expect_err("unknown key");
         assert!(e.to_string().contains("api"), "{e}");
         assert!(e.to_string().contains("listen_port"), "{e}");
-        let e = load("[store]\nurl = \"x\"\n", &[("PGMON_API__LISTEN", "nope")]).unwrap_err();
+        let e = load(
+            "[store]\nurl = \"x\"\n",
+            &[("PGMON_API__LISTEN", "nope"), ("PGMON_TEST_PG_URL", "x")],
+        )
+        .expect_err("bad value");
         assert!(e.to_string().contains("api.listen"), "{e}");
-        let e = load("", &[]).unwrap_err();
+        let e = load("", &[]).expect_err("missing store.url");
         assert!(e.to_string().contains("store"), "{e}");
     }
 

@@ -21,14 +21,19 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// Directory holding the workspace's built binaries (target/debug).
+/// Directory holding the workspace's built binaries: `$PGMON_BIN_DIR`, else the directory of the running
+/// executable (a bench binary in target/release), or its parent for test executables in target/*/deps.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/<test-binary> -> target/debug
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    if let Some(dir) = std::env::var_os("PGMON_BIN_DIR") {
+        return dir.into();
+    }
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 pub fn bin(name: &str) -> PathBuf {
