@@ -26,4 +26,4 @@ done
 log "building"
 cargo build --workspace --bins --tests --locked
 log "running the test suite"
-cargo test --workspace --locked -- --test-threads=4
+cargo test --workspace --locked --no-fail-fast -- --test-threads=4

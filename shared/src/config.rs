@@ -246,10 +246,14 @@ impl Config {
         origin: &str,
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+        let file: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
             path: origin.to_string(),
             reason: e.message().to_string(),
         })?;
+        // Defaults first, the file over them, then the environment: a partial table such as
+        // `[pools.high_load] max = 30` keeps the other defaults of its section.
+        let mut table = template_table();
+        merge(&mut table, file);
         let env: Vec<(String, String)> = env.collect();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         if let Some(v) = get("LOCAL_DB_DSN") {
@@ -402,6 +406,17 @@ fn env_value(template: &toml::Table, path: &[&str], raw: &str) -> toml::Value {
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
     }
 }
 
