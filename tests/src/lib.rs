@@ -306,3 +306,79 @@ impl Drop for Proc {
         self.kill9();
     }
 }
+
+/// A running API with one user per role: `admin`, `op` (operator) and `view` (viewer), each with its
+/// access token. Passwords: `admin-password-1`, `operator-password-1`, `viewer-password-1`.
+pub struct Roles {
+    pub env: TestEnv,
+    pub api: Proc,
+    pub admin: String,
+    pub operator: String,
+    pub viewer: String,
+}
+
+impl Roles {
+    pub async fn start() -> Self {
+        let env = TestEnv::new("login_attempts_per_minute = 1000", "").await;
+        env.add_user("admin", "admin", "admin-password-1");
+        env.add_user("op", "operator", "operator-password-1");
+        env.add_user("view", "viewer", "viewer-password-1");
+        let api = env.spawn_api().await;
+        let admin = http::token(&api.base, "admin", "admin-password-1").await;
+        let operator = http::token(&api.base, "op", "operator-password-1").await;
+        let viewer = http::token(&api.base, "view", "viewer-password-1").await;
+        Self {
+            env,
+            api,
+            admin,
+            operator,
+            viewer,
+        }
+    }
+}
+
+/// Runs Python's `cryptography.fernet` (`op` is "encrypt" or "decrypt") on `text` with `key`, as the
+/// original backend did, for interoperability tests.
+pub fn python_fernet(op: &str, key: &str, text: &str) -> String {
+    let script = format!(
+        "import sys; from cryptography.fernet import Fernet; \
+         print(Fernet(sys.argv[1].encode()).{op}(sys.argv[2].encode()).decode(), end='')"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script, key, text])
+        .output()
+        .expect("python3 with cryptography");
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Figures for the benchmark binaries.
+pub mod bench {
+    use std::time::Duration;
+
+    /// Resident set size of `pid` in KiB (0 when it cannot be read).
+    pub fn rss_kib(pid: u32) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// The `p` quantile (0..=1) of ascending `sorted`.
+    pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[idx.min(sorted.len() - 1)]
+    }
+}

@@ -1,36 +1,16 @@
 //! `/servers`: CRUD and validation, roles, secrets never returned, Fernet interop with Python,
 //! `NOTIFY pgmon_servers`, and `test-connection` against real PostgreSQL servers.
 
-use pgmon_tests::{Proc, TestEnv, http};
+use pgmon_tests::http;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-struct Setup {
-    env: TestEnv,
-    api: Proc,
-    admin: String,
-    operator: String,
-    viewer: String,
-}
+use pgmon_tests::Roles as Setup;
 
 async fn setup() -> Setup {
-    let env = TestEnv::new("login_attempts_per_minute = 1000", "").await;
-    env.add_user("admin", "admin", "admin-password-1");
-    env.add_user("op", "operator", "operator-password-1");
-    env.add_user("view", "viewer", "viewer-password-1");
-    let api = env.spawn_api().await;
-    let admin = http::token(&api.base, "admin", "admin-password-1").await;
-    let operator = http::token(&api.base, "op", "operator-password-1").await;
-    let viewer = http::token(&api.base, "view", "viewer-password-1").await;
-    Setup {
-        env,
-        api,
-        admin,
-        operator,
-        viewer,
-    }
+    Setup::start().await
 }
 
 /// Sends a request and returns the status and the raw body text (to search for leaked secrets).
@@ -293,21 +273,9 @@ async fn viewers_read_only_and_anonymous_refused() {
     assert_eq!(got["description"], "", "the viewer's PUT changed nothing");
 }
 
-/// Decrypts a Fernet token with Python's `cryptography` (the original backend's library).
-fn python_decrypt(key: &str, token: &str) -> String {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sys; from cryptography.fernet import Fernet; \
-             print(Fernet(sys.argv[1].encode()).decrypt(sys.argv[2].encode()).decode(), end='')",
-            key,
-            token,
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("python3 with cryptography (apt install python3-cryptography)");
-    assert!(out.status.success(), "python could not decrypt the token");
-    String::from_utf8(out.stdout).expect("utf-8")
+/// Python's `cryptography.fernet`, as the original backend used it.
+fn python_decrypt(key: &str, text: &str) -> String {
+    pgmon_tests::python_fernet("decrypt", key, text)
 }
 
 #[tokio::test]

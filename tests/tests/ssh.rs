@@ -1,33 +1,24 @@
 //! `POST /servers/{name}/test-ssh` against a real sshd: key and password logins, trust on first use of
 //! the host key, and every error class.
 
+use pgmon_tests::http;
 use pgmon_tests::sshd::{Sshd, TEST_PASSWORD, TEST_USER, fingerprint_of, ssh_keygen};
-use pgmon_tests::{Proc, TestEnv, http};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Setup {
-    env: TestEnv,
-    api: Proc,
-    admin: String,
-    operator: String,
+/// The shared role set-up, plus the helpers below.
+struct Setup(pgmon_tests::Roles);
+
+impl std::ops::Deref for Setup {
+    type Target = pgmon_tests::Roles;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 async fn setup() -> Setup {
-    let env = TestEnv::new("login_attempts_per_minute = 1000", "").await;
-    env.add_user("admin", "admin", "admin-password-1");
-    env.add_user("op", "operator", "operator-password-1");
-    let api = env.spawn_api().await;
-    let admin = http::token(&api.base, "admin", "admin-password-1").await;
-    let operator = http::token(&api.base, "op", "operator-password-1").await;
-    Setup {
-        env,
-        api,
-        admin,
-        operator,
-    }
+    Setup(pgmon_tests::Roles::start().await)
 }
 
 impl Setup {
@@ -189,24 +180,9 @@ async fn imported_rsa_and_encrypted_keys_log_in_and_a_wrong_key_is_auth_failed()
     );
 }
 
-/// Encrypts with Python's `cryptography.fernet`, as the original backend stored secrets.
-fn python_encrypt(key: &str, plain: &str) -> String {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sys; from cryptography.fernet import Fernet; \
-             print(Fernet(sys.argv[1].encode()).encrypt(sys.argv[2].encode()).decode(), end='')",
-            key,
-            plain,
-        ])
-        .output()
-        .expect("python3 with cryptography");
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+/// Python's `cryptography.fernet`, as the original backend used it.
+fn python_encrypt(key: &str, text: &str) -> String {
+    pgmon_tests::python_fernet("encrypt", key, text)
 }
 
 #[tokio::test]

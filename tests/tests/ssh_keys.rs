@@ -2,37 +2,16 @@
 //! plain and encrypted, the file upload and its limits, renames, deletion while in use, roles, and
 //! private keys absent from every response.
 
+use pgmon_tests::http;
 use pgmon_tests::sshd::{fingerprint_of, ssh_keygen};
-use pgmon_tests::{Proc, TestEnv, http};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-struct Setup {
-    env: TestEnv,
-    api: Proc,
-    admin: String,
-    operator: String,
-    viewer: String,
-}
+use pgmon_tests::Roles as Setup;
 
 async fn setup() -> Setup {
-    let env = TestEnv::new("login_attempts_per_minute = 1000", "").await;
-    env.add_user("admin", "admin", "admin-password-1");
-    env.add_user("op", "operator", "operator-password-1");
-    env.add_user("view", "viewer", "viewer-password-1");
-    let api = env.spawn_api().await;
-    let admin = http::token(&api.base, "admin", "admin-password-1").await;
-    let operator = http::token(&api.base, "op", "operator-password-1").await;
-    let viewer = http::token(&api.base, "view", "viewer-password-1").await;
-    Setup {
-        env,
-        api,
-        admin,
-        operator,
-        viewer,
-    }
+    Setup::start().await
 }
 
 /// Writes a public key line to a file and returns ssh-keygen's fingerprint of it.
@@ -150,24 +129,9 @@ async fn generated_keys_match_ssh_keygen_and_private_parts_stay_inside() {
     assert!(!s.api.logs().contains(body_line), "private key in the log");
 }
 
-/// Decrypts a Fernet token with Python's `cryptography`, as the original backend would.
-fn python_decrypt(key: &str, token: &str) -> String {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sys; from cryptography.fernet import Fernet; \
-             print(Fernet(sys.argv[1].encode()).decrypt(sys.argv[2].encode()).decode(), end='')",
-            key,
-            token,
-        ])
-        .output()
-        .expect("python3 with cryptography");
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+/// Python's `cryptography.fernet`, as the original backend used it.
+fn python_decrypt(key: &str, text: &str) -> String {
+    pgmon_tests::python_fernet("decrypt", key, text)
 }
 
 #[tokio::test]

@@ -1,30 +1,11 @@
 //! Benchmark: `/api/health` latency while 16 clients log in continuously, and pgmon-api RSS idle and
 //! under that load. Run through `scripts/bench-auth.sh` (release build, production bcrypt cost 12).
 
+use pgmon_tests::bench::{percentile, rss_kib};
 use pgmon_tests::{TestEnv, http};
 use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 16;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
 
 #[tokio::main]
 async fn main() {

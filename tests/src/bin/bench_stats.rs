@@ -6,6 +6,7 @@
 //! Also pgmon-api's RSS. Run through `scripts/bench-stats.sh`.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use pgmon_tests::bench::{percentile, rss_kib};
 use pgmon_tests::{TestEnv, http};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -14,26 +15,6 @@ use std::time::{Duration, Instant};
 const SERVERS: i64 = 10;
 const DBS: i64 = 20;
 const CLIENTS: usize = 64;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
 
 struct Outcome {
     ok: u64,
