@@ -39,9 +39,25 @@ pub fn build_endpoint(state: AppState) -> impl Endpoint {
         .nest("/docs", ui)
         .nest("/", api)
         .around(limit_body)
+        .around(invalidate_after_writes)
         .with_if(!origins.is_empty(), cors)
         .data(state)
         .catch_all_error(to_json_response)
+}
+
+/// Every change to users, tokens and servers is a POST, PUT, PATCH or DELETE: once one has run, this
+/// instance's caches of store rows are dropped before the response leaves, so the caller's next
+/// request sees its own change. (Other instances learn of it by NOTIFY; see `store_cache`.)
+async fn invalidate_after_writes<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
+    let write = !matches!(*req.method(), poem::http::Method::GET | poem::http::Method::HEAD);
+    let cache = write
+        .then(|| req.data::<AppState>().map(|s| s.cache.clone()))
+        .flatten();
+    let out = next.call(req).await;
+    if let Some(c) = cache {
+        c.invalidate();
+    }
+    Ok(out?.into_response())
 }
 
 /// Refuses bodies over the limit with 413 before any handler reads them.
@@ -87,6 +103,7 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
         crypto: Arc::new(crypto),
         hasher,
         remote: crate::remote_pools::RemotePools::start(cfg.pools.clone()),
+        cache: crate::store_cache::StoreCache::new(),
         cfg: Arc::new(cfg),
         started: Instant::now(),
     })
@@ -111,6 +128,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     println!("pgmon-api listening on http://{bound}");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     spawn_housekeeping(state.clone());
+    tokio::spawn(state.cache.clone().listen(state.pool.clone()));
     poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(build_endpoint(state), shutdown, Some(Duration::from_secs(10)))
         .await?;

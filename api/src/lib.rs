@@ -4,8 +4,10 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod error;
+pub mod payload;
 pub mod remote_pools;
 pub mod routes;
 pub mod state;
+pub mod store_cache;
 
 pub use cli::{Cli, run};

@@ -19,4 +19,6 @@ pub struct AppState {
     pub limiter: LoginLimiter,
     pub started: Instant,
     pub remote: crate::remote_pools::RemotePools,
+    /// Auth states and servers by name, kept current by LISTEN (off until the listener runs).
+    pub cache: crate::store_cache::StoreCache,
 }

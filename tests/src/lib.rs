@@ -46,29 +46,52 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A throwaway database, dropped when the value is dropped.
+/// A throwaway database, dropped when the value is dropped (unless made with [`TestDb::kept`]).
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    keep: bool,
 }
 
 impl TestDb {
     pub async fn new() -> Self {
         let name = format!("pgmon_test_{}", uuid::Uuid::new_v4().simple());
+        Self::create(name, false).await
+    }
+
+    /// A database that outlives the process, created only if missing: benchmarks reuse their
+    /// generated data between runs.
+    pub async fn kept(name: &str) -> Self {
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "database name {name:?}: use lowercase letters, digits and _"
+        );
+        Self::create(name.to_string(), true).await
+    }
+
+    async fn create(name: String, keep: bool) -> Self {
         let admin = sqlx::PgPool::connect(&pg_admin_url())
             .await
             .expect("connect to the test PostgreSQL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&admin)
             .await
-            .expect("create test database");
+            .expect("look up database");
+        if !(keep && exists) {
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&admin)
+                .await
+                .expect("create test database");
+        }
         admin.close().await;
         let base = pg_admin_url();
         let url = match base.rsplit_once('/') {
             Some((prefix, _)) => format!("{prefix}/{name}"),
             None => panic!("bad PGMON_TEST_PG_URL"),
         };
-        Self { name, url }
+        Self { name, url, keep }
     }
 
     pub async fn pool(&self) -> sqlx::PgPool {
@@ -80,6 +103,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         let name = self.name.clone();
         // Best effort; scripts/test.sh also drops leftovers of earlier runs.
         let _ = Command::new("psql")
@@ -107,7 +133,10 @@ pub struct TestEnv {
 impl TestEnv {
     /// `extra` is appended to the config; the `[api]` section is generated from `api_extra`.
     pub async fn new(api_extra: &str, extra: &str) -> Self {
-        let db = TestDb::new().await;
+        Self::with_db(TestDb::new().await, api_extra, extra)
+    }
+
+    pub fn with_db(db: TestDb, api_extra: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let fernet_key = "Ar3CnqBqrMHX3yJfGCu7LRNn2Bz5VtiFYJ3Pv0pUkDY=".to_string();
         let key_path = dir.path().join("encryption_key.key");

@@ -274,3 +274,66 @@ async fn unreachable_silent_peer_and_failing_command() {
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }
+
+/// `GET /server_stats/{name}`: the disk part comes over SSH, pins the host key on first use, is
+/// served from the cache while sshd is gone, and a dead SSH endpoint is a failed disk part of a
+/// normal answer.
+#[tokio::test]
+async fn live_status_reads_disk_usage_over_ssh_and_caches_it() {
+    let s = setup().await;
+    let sshd = Sshd::start();
+    s.add_server(
+        "disk",
+        sshd.port,
+        json!({"password": TEST_PASSWORD, "data_path": "/"}),
+    )
+    .await;
+    let url = s.api.url("/server_stats/disk");
+    let (st, first) = http::call("GET", &url, Some(&s.viewer), None).await;
+    assert_eq!(st, StatusCode::OK, "{first}");
+    assert_eq!(first["reachable"], true, "{first}");
+    let disk = &first["disk"];
+    assert_eq!(disk["ok"], true, "{first}");
+    let total = disk["total_bytes"].as_u64().expect("total");
+    let used = disk["used_bytes"].as_u64().expect("used");
+    assert!(total > 0 && used <= total, "{disk}");
+    assert!(
+        disk["mount"].as_str().is_some_and(|m| m.starts_with('/')),
+        "{disk}"
+    );
+    assert!(!first.to_string().contains(TEST_PASSWORD));
+    let pool = s.env.db.pool().await;
+    let pinned: Option<String> =
+        sqlx::query_scalar("SELECT ssh_host_key_fingerprint FROM servers WHERE name = 'disk'")
+            .fetch_one(&pool)
+            .await
+            .expect("fingerprint");
+    assert_eq!(pinned.as_deref(), Some(sshd.host_fingerprint().as_str()));
+
+    // Within ssh_cache_ttl_secs the disk part is not fetched again: sshd can be gone.
+    let port = sshd.port;
+    drop(sshd);
+    let (_, second) = http::call("GET", &url, Some(&s.viewer), None).await;
+    assert_eq!(second["disk"], first["disk"], "{second}");
+
+    // Nothing listens on that port any more: the disk part fails, the answer is still normal.
+    s.add_server(
+        "disk-down",
+        port,
+        json!({"password": TEST_PASSWORD, "data_path": "/"}),
+    )
+    .await;
+    let t = Instant::now();
+    let (st, down) = http::call(
+        "GET",
+        &s.api.url("/server_stats/disk-down"),
+        Some(&s.viewer),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{down}");
+    assert_eq!(down["reachable"], true, "{down}");
+    assert_eq!(down["disk"]["ok"], false, "{down}");
+    assert_eq!(down["disk"]["error_class"], "unreachable", "{down}");
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+}

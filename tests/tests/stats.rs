@@ -260,6 +260,58 @@ async fn rates_survive_resets_restarts_and_gaps_before_and_after_rollups() {
     let c = floats(&v, "commits_per_sec");
     assert!((c[24].expect("new slot") - 1.0).abs() < 0.01, "{c:?}");
 
+    // Once the server's newest slot is far enough past them, the story's rollups are packed into
+    // chunks (every resolution: 12 h, 5 d and 30 d chunks) and read back unchanged.
+    let day_url = api.url(&format!("/server/prod/stats?{}", q(from, to, 43200)));
+    let (_, unpacked_day) = http::call("GET", &day_url, Some(&viewer), None).await;
+    assert!(
+        floats(&unpacked_day, "commits_per_sec")
+            .iter()
+            .any(Option::is_some),
+        "{unpacked_day}"
+    );
+    let far = slots[0] + TimeDelta::days(62);
+    sqlx::query("SELECT pgmon_ensure_partitions($1, $2)")
+        .bind(far)
+        .bind(far + TimeDelta::days(1))
+        .execute(&pool)
+        .await
+        .expect("partitions");
+    for db in ["app", "web"] {
+        put_sample(&pool, server, db, far, 1, None, far - TimeDelta::days(1), 1).await;
+    }
+    pgmon_shared::store::rollups::refresh_rollups(&pool)
+        .await
+        .expect("refresh that packs");
+    let packed: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT res, count(*) FROM stat_rollup_chunk WHERE server_id = $1 GROUP BY res ORDER BY res",
+    )
+    .bind(server)
+    .fetch_all(&pool)
+    .await
+    .expect("chunks");
+    assert_eq!(
+        packed.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+        vec![0, 3600, 43200],
+        "{packed:?}"
+    );
+    let unpacked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM stat_rollup WHERE server_id = $1 AND bucket < $2")
+            .bind(server)
+            .bind(slots[23] + TimeDelta::days(1))
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(unpacked, 0, "packed rows stay in stat_rollup");
+    let (_, packed_db) = http::call("GET", &db_url, Some(&viewer), None).await;
+    let (_, packed_srv) = http::call("GET", &srv_url, Some(&viewer), None).await;
+    let (_, packed_hour) = http::call("GET", &hour_url, Some(&viewer), None).await;
+    assert_eq!(raw_db, packed_db);
+    assert_eq!(raw_srv, packed_srv);
+    assert_eq!(raw_hour, packed_hour);
+    let (_, packed_day) = http::call("GET", &day_url, Some(&viewer), None).await;
+    assert_eq!(unpacked_day, packed_day);
+
     // A deleted server's rollups go with the next refresh.
     sqlx::query("DELETE FROM servers WHERE id = $1")
         .bind(server)
@@ -269,12 +321,16 @@ async fn rates_survive_resets_restarts_and_gaps_before_and_after_rollups() {
     pgmon_shared::store::rollups::refresh_rollups(&pool)
         .await
         .expect("refresh after delete");
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM stat_rollup WHERE server_id = $1")
+    for table in ["stat_rollup", "stat_rollup_chunk"] {
+        let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {table} WHERE server_id = $1"
+        )))
         .bind(server)
         .fetch_one(&pool)
         .await
         .expect("count");
-    assert_eq!(left, 0);
+        assert_eq!(left, 0, "{table}");
+    }
 }
 
 #[tokio::test]

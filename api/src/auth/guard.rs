@@ -1,6 +1,7 @@
 //! Authentication of API calls: the bearer access token is verified, then checked against the store
 //! (revocation, the user's current role, `disabled` and `token_version`) on every request, so a logout
-//! or a demotion takes effect at once on every API instance.
+//! or a demotion takes effect at once on every API instance. The store's answer may come from
+//! [`crate::store_cache`], which every such change empties.
 
 use super::jwt::{Claims, TokenKind};
 use crate::error::ApiError;
@@ -38,9 +39,17 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> 
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
     let invalid = || ApiError::unauthorized("invalid or expired token");
     let claims = state.jwt.verify(token, TokenKind::Access).ok_or_else(invalid)?;
-    let current = tokens::auth_state(&state.pool, &claims.sub, claims.jti, claims.fam)
-        .await?
-        .ok_or_else(invalid)?;
+    let current = match state.cache.auth(claims.jti) {
+        Some(c) => c,
+        None => {
+            let read_at = state.cache.generation();
+            let c = tokens::auth_state(&state.pool, &claims.sub, claims.jti, claims.fam)
+                .await?
+                .ok_or_else(invalid)?;
+            state.cache.put_auth(claims.jti, c.clone(), read_at);
+            c
+        }
+    };
     if current.revoked || current.disabled || current.token_version != claims.ver {
         return Err(invalid());
     }

@@ -3,6 +3,7 @@
 
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
+use crate::payload::SerdeJson;
 use crate::state::AppState;
 use chrono::{DateTime, TimeDelta, Utc};
 use pgmon_shared::stats::rates::{self, Acc};
@@ -204,10 +205,13 @@ const NICE_STEPS: [i64; 15] = [
 ];
 
 /// Time series, one value per step bucket; `null` where the bucket holds no data (a gap).
-#[derive(Debug, Object)]
+///
+/// Sent with [`SerdeJson`]: the serde attributes mirror the `oai` ones.
+#[derive(Debug, Object, serde::Serialize)]
 pub struct Series {
     pub server: String,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
     /// Start of the first bucket.
     pub from: DateTime<Utc>,
@@ -242,11 +246,14 @@ pub struct Series {
     pub size_bytes: Vec<Option<f64>>,
     /// Server level only: filesystem of the data directory, over SSH.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_used_bytes: Option<Vec<Option<f64>>>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_total_bytes: Option<Vec<Option<f64>>>,
     /// Server level only: share of probes that found the server up (0..1).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub availability: Option<Vec<Option<f64>>>,
 }
 
@@ -379,13 +386,13 @@ impl StatsApi {
         from: Query<Option<DateTime<Utc>>>,
         to: Query<Option<DateTime<Utc>>>,
         step: Query<Option<i64>>,
-    ) -> ApiResult<Json<Series>> {
+    ) -> ApiResult<SerdeJson<Series>> {
         let w = window(&state, from.0, to.0, step.0)?;
         let server = server_by_name(&state, &name).await?;
         let buckets = stats_read::history(&state.pool, server.id, None, &w)
             .await?
             .unwrap_or_default();
-        Ok(Json(series(server.name, None, &w, &buckets)))
+        Ok(SerdeJson(series(server.name, None, &w, &buckets)))
     }
 
     /// History of one database of a server (same parameters as the server's).
@@ -400,7 +407,7 @@ impl StatsApi {
         from: Query<Option<DateTime<Utc>>>,
         to: Query<Option<DateTime<Utc>>>,
         step: Query<Option<i64>>,
-    ) -> ApiResult<Json<Series>> {
+    ) -> ApiResult<SerdeJson<Series>> {
         let w = window(&state, from.0, to.0, step.0)?;
         let server = server_by_name(&state, &name).await?;
         // Data in the range proves the database exists; only an empty answer needs the check.
@@ -409,7 +416,7 @@ impl StatsApi {
             None if stats_read::database_known(&state.pool, server.id, &db).await? => Vec::new(),
             None => return Err(db_not_found(&name, &db)),
         };
-        Ok(Json(series(server.name, Some(db.0), &w, &buckets)))
+        Ok(SerdeJson(series(server.name, Some(db.0), &w, &buckets)))
     }
 
     /// One database: when it was seen, its size and growth, the latest counters, age(datfrozenxid).
@@ -448,10 +455,17 @@ impl StatsApi {
     }
 }
 
+/// The server, from the cache of [`crate::store_cache`] when it holds it.
 pub(crate) async fn server_by_name(state: &AppState, name: &str) -> ApiResult<ServerRow> {
-    servers::get_by_name(&state.pool, name)
+    if let Some(row) = state.cache.server(name) {
+        return Ok(row);
+    }
+    let read_at = state.cache.generation();
+    let row = servers::get_by_name(&state.pool, name)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("server {name} not found")))
+        .ok_or_else(|| ApiError::not_found(format!("server {name} not found")))?;
+    state.cache.put_server(row.clone(), read_at);
+    Ok(row)
 }
 
 fn db_not_found(server: &str, db: &str) -> ApiError {

@@ -2,6 +2,7 @@
 //! stats. SQL lives beside the function that runs it, one module per table family.
 
 pub mod audit;
+pub mod chunk;
 pub mod collectors;
 pub mod rollups;
 pub mod servers;
@@ -67,6 +68,11 @@ pub fn connect_lazy(cfg: &StoreConfig, application_name: &str) -> Result<PgPool,
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(5))
         .idle_timeout(Duration::from_secs(300))
+        // sqlx pings every idle connection before handing it out: one more round trip per query,
+        // which on the history read path cost as much as the query. Without it, the first query on
+        // a connection broken by a store restart fails (503 for that request, a retry for the
+        // collector's writes) and the connection is dropped.
+        .test_before_acquire(false)
         .connect_lazy_with(opts))
 }
 

@@ -24,6 +24,25 @@ pub const TIERS: [i64; 2] = [3600, 43200];
 /// How far back each run recomputes, so late rows are rolled up too.
 pub const LOOKBACK: &str = "2 hours";
 
+/// How far behind the newest rolled-up slot of a server (besides [`LOOKBACK`]) a chunk must end
+/// before it is packed into `stat_rollup_chunk`: a source that lags the others by less than this
+/// (sizes and disk every 30 min, a slow server) still lands in stat_rollup before its chunk closes.
+pub const PACK_MARGIN: &str = "12 hours";
+
+/// Resolutions that are packed, in seconds (0 = per slot).
+pub const PACKED: [i64; 3] = [0, 3600, 43200];
+
+/// Length of a packed chunk of resolution `res`: each is a whole number of the largest tier, so a
+/// rollup refresh that starts at or after every packed_until never rebuilds a bucket of any tier
+/// from packed rows.
+pub fn chunk_secs(res: i64) -> i64 {
+    match res {
+        0 => 43_200,
+        3600 => 5 * 86_400,
+        _ => 30 * 86_400,
+    }
+}
+
 /// A source table and how its new slots become per-slot rollup rows (`$1` server, `$2` exclusive
 /// lower bound, `$3` inclusive upper bound).
 struct Source {
@@ -178,6 +197,28 @@ static TIER_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Moves the stat_rollup rows of one server and resolution in `[$3, $4)` into chunks of `$5` seconds
+/// (record format: [`super::chunk`]). A chunk that already exists (only if packed_until was lost) is
+/// extended rather than refused.
+static PACK_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH moved AS (
+            DELETE FROM stat_rollup
+            WHERE server_id = $1 AND res = $2 AND bucket >= $3 AND bucket < $4
+            RETURNING *
+        )
+        INSERT INTO stat_rollup_chunk (server_id, datname, res, chunk_start, buckets, data)
+        SELECT $1, datname, $2, date_bin(make_interval(secs => $5), bucket, 'epoch'::timestamptz), count(*),
+               string_agg({}, ''::bytea ORDER BY bucket)
+        FROM moved
+        GROUP BY datname, 4
+        ON CONFLICT (server_id, datname, res, chunk_start) DO UPDATE SET
+            buckets = stat_rollup_chunk.buckets + excluded.buckets,
+            data = stat_rollup_chunk.data || excluded.data",
+        super::chunk::record_sql()
+    )
+});
+
 const SOURCES: [Source; 4] = [
     Source {
         name: "stat_database",
@@ -233,17 +274,15 @@ pub async fn refresh_server(pool: &PgPool, server_id: i64) -> Result<u64> {
         .bind(src.name)
         .fetch_optional(&mut *tx)
         .await?;
-        let lo: DateTime<Utc> = match done {
-            Some(d) => {
-                sqlx::query_scalar(AssertSqlSafe(format!(
-                    "SELECT $1::timestamptz - interval '{LOOKBACK}'"
-                )))
-                .bind(d)
-                .fetch_one(&mut *tx)
-                .await?
-            }
-            None => DateTime::UNIX_EPOCH,
-        };
+        // Packed buckets are final: nothing before the newest packed_until is rewritten.
+        let lo: DateTime<Utc> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT greatest(coalesce($1::timestamptz - interval '{LOOKBACK}', 'epoch'::timestamptz),
+                             (SELECT max(packed_until) FROM stat_rollup_packed WHERE server_id = $2))"
+        )))
+        .bind(done)
+        .bind(server_id)
+        .fetch_one(&mut *tx)
+        .await?;
         let hi: Option<DateTime<Utc>> = sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT max(slot) FROM {} WHERE server_id = $1 AND slot > $2",
             src.name
@@ -283,7 +322,53 @@ pub async fn refresh_server(pool: &PgPool, server_id: i64) -> Result<u64> {
                 .rows_affected();
         }
     }
+    rows += pack(&mut tx, server_id).await?;
     tx.commit().await?;
+    Ok(rows)
+}
+
+/// Packs every whole chunk that ended [`LOOKBACK`] + [`PACK_MARGIN`] before the server's newest
+/// rolled-up slot, for each resolution.
+async fn pack(tx: &mut Transaction<'_, Postgres>, server_id: i64) -> Result<u64> {
+    let mut rows = 0;
+    for res in PACKED {
+        let len = chunk_secs(res);
+        let (old, new): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+            sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT (SELECT packed_until FROM stat_rollup_packed WHERE server_id = $1 AND res = $2),
+                    date_bin(make_interval(secs => $3),
+                             max(done_until) - interval '{LOOKBACK}' - interval '{PACK_MARGIN}',
+                             'epoch'::timestamptz)
+             FROM stat_rollup_state WHERE server_id = $1"
+            )))
+            .bind(server_id)
+            .bind(res as i32)
+            .bind(len as f64)
+            .fetch_one(&mut **tx)
+            .await?;
+        let Some(new) = new else { continue };
+        if old.is_some_and(|o| o >= new) {
+            continue;
+        }
+        rows += sqlx::query(AssertSqlSafe(PACK_SQL.as_str()))
+            .bind(server_id)
+            .bind(res as i32)
+            .bind(old.unwrap_or(DateTime::UNIX_EPOCH))
+            .bind(new)
+            .bind(len as f64)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        sqlx::query(
+            "INSERT INTO stat_rollup_packed (server_id, res, packed_until) VALUES ($1, $2, $3)
+             ON CONFLICT (server_id, res) DO UPDATE SET packed_until = excluded.packed_until",
+        )
+        .bind(server_id)
+        .bind(res as i32)
+        .bind(new)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(rows)
 }
 
@@ -324,23 +409,34 @@ async fn purge_expired(pool: &PgPool) -> Result<u64> {
     for id in tracked {
         if !live.contains(&id) {
             // A deleted server's history is no longer reachable by name: its rollups go at once.
-            rows += sqlx::query("DELETE FROM stat_rollup WHERE server_id = $1")
-                .bind(id)
-                .execute(pool)
-                .await?
-                .rows_affected();
-            sqlx::query("DELETE FROM stat_rollup_state WHERE server_id = $1")
-                .bind(id)
-                .execute(pool)
-                .await?;
+            let mut tx = pool.begin().await?;
+            for table in ["stat_rollup", "stat_rollup_chunk"] {
+                rows += sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE server_id = $1")))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            for table in ["stat_rollup_state", "stat_rollup_packed"] {
+                sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE server_id = $1")))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
             continue;
         }
         let Some(oldest) = oldest else { continue };
-        // Every bucket with data has a server-level 12-hour row: one index probe says whether
-        // anything expired, so the delete (a scan of the server's rows) runs about once a month.
+        // Every bucket with data has a server-level 12-hour row, packed or not, and every 12 hours
+        // with data a server-level chunk of slots: two index probes say whether anything expired, so
+        // the deletes (scans of the server's rows) run about once a month. A chunk goes once all of
+        // it is past retention.
         let expired: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM stat_rollup
-                            WHERE server_id = $1 AND datname = '' AND res = 43200 AND bucket < $2)",
+                            WHERE server_id = $1 AND datname = '' AND res = 43200 AND bucket < $2)
+                 OR EXISTS (SELECT 1 FROM stat_rollup_chunk
+                            WHERE server_id = $1 AND datname = '' AND res = 0
+                              AND chunk_start < $2 - interval '12 hours')",
         )
         .bind(id)
         .bind(oldest)
@@ -353,6 +449,19 @@ async fn purge_expired(pool: &PgPool) -> Result<u64> {
                 .execute(pool)
                 .await?
                 .rows_affected();
+            for res in PACKED {
+                rows += sqlx::query(
+                    "DELETE FROM stat_rollup_chunk
+                     WHERE server_id = $1 AND res = $2 AND chunk_start + make_interval(secs => $3) <= $4",
+                )
+                .bind(id)
+                .bind(res as i32)
+                .bind(chunk_secs(res) as f64)
+                .bind(oldest)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            }
         }
     }
     Ok(rows)

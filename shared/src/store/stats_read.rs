@@ -45,13 +45,13 @@ pub async fn database_known(pool: &PgPool, server_id: i64, name: &str) -> Result
     .await?)
 }
 
-/// Row kinds of the history statement.
-const ROLLUP: i32 = 0;
+/// Row kinds of the history statement (0 was once rollup rows one by one).
 const RAW: i32 = 1;
 const SIZE: i32 = 2;
 const DISK: i32 = 3;
 const AVAIL: i32 = 4;
 const MARK: i32 = 5;
+const CHUNK: i32 = 6;
 
 /// The whole history read as one statement: one round trip, and one snapshot, so a concurrent rollup
 /// refresh cannot make a slot count twice or not at all. Rows of every kind share one column layout
@@ -59,12 +59,19 @@ const MARK: i32 = 5;
 /// secs, backends_sum, backends_n, size_sum, size_n, disk_used_sum, disk_total_sum, disk_n, up_n,
 /// avail_n`), NULL where a kind has no value.
 ///
-/// Rollup rows are returned as they are and summed into buckets in Rust: PostgreSQL's `sum(bigint)`
+/// Rollups are summed into buckets in Rust, not grouped in SQL: PostgreSQL's `sum(bigint)`
 /// accumulates in numeric, which made a grouped query several times slower than the plain scan.
+/// They come as `CHUNK` rows: one per packed chunk, plus one holding the rows of stat_rollup not
+/// packed yet in the same record format (see [`super::chunk`]), in a last column that is NULL in
+/// every other kind of row. The bucket filter on packed chunks is applied in Rust.
 ///
 /// `$1` server, `$2` database (`''` = server level), `$3` rollup resolution, `$4` first bucket,
-/// `$5` end, `$6` earliest raw slot that may serve as a baseline.
+/// `$5` end, `$6` earliest raw slot that may serve as a baseline, `$7` chunk length of `$3`.
 fn history_sql(server_level: bool) -> String {
+    let no_arrays = "NULL::bytea";
+    // The rollup rows not packed yet come packed too, as one more chunk: one row to send and decode
+    // instead of one per bucket.
+    let record = super::chunk::record_sql();
     let c = COUNTER_NAMES.join(", ");
     let nulls_c = ["NULL::int8"; COUNTERS].join(", ");
     let no_ident =
@@ -84,21 +91,28 @@ fn history_sql(server_level: bool) -> String {
         mark("availability"),
     );
     let mut sql = format!(
-        "        SELECT {ROLLUP}, bucket, {no_ident}, {c}, secs, backends_sum, backends_n, size_sum, size_n,
-               disk_used_sum, disk_total_sum, disk_n, up_n, avail_n
+        "        SELECT {CHUNK}, chunk_start, {no_ident}, {nulls_c}, {no_gauge}, data
+        FROM stat_rollup_chunk
+        WHERE server_id = $1 AND datname = $2 AND res = $3
+          AND chunk_start > $4 - make_interval(secs => $7) AND chunk_start < $5
+        UNION ALL
+        SELECT {CHUNK}, min(bucket), {no_ident}, {nulls_c}, {no_gauge}, string_agg({record}, ''::bytea)
         FROM stat_rollup
         WHERE server_id = $1 AND datname = $2 AND res = $3 AND bucket >= $4 AND bucket < $5
+        HAVING count(*) > 0
         UNION ALL
-        SELECT {RAW}, slot, datname, collected_at, datid, stats_reset, postmaster_start, numbackends, {c}, {no_gauge}
+        SELECT {RAW}, slot, datname, collected_at, datid, stats_reset, postmaster_start, numbackends, {c}, {no_gauge},
+               {no_arrays}
         FROM stat_database
         WHERE server_id = $1 {db_filter} AND slot >= greatest({ws}, $6) AND slot < $5
         UNION ALL
-        SELECT {SIZE}, slot, {no_ident}, {nulls_c}, NULL, NULL, NULL, sum(size_bytes)::float8, 1, NULL, NULL, NULL, NULL, NULL
+        SELECT {SIZE}, slot, {no_ident}, {nulls_c}, NULL, NULL, NULL, sum(size_bytes)::float8, 1, NULL, NULL, NULL, NULL, NULL,
+               {no_arrays}
         FROM db_size
         WHERE server_id = $1 {db_filter} AND slot > coalesce({wz}, '-infinity') AND slot >= $4 AND slot < $5
         GROUP BY slot
         UNION ALL
-        SELECT {MARK}, done_until, source, {}, {nulls_c}, {no_gauge}
+        SELECT {MARK}, done_until, source, {}, {nulls_c}, {no_gauge}, {no_arrays}
         FROM stat_rollup_state WHERE server_id = $1 AND source = 'stat_database'",
         "NULL::timestamptz, NULL::int8, NULL::timestamptz, NULL::timestamptz, NULL::int4"
     );
@@ -107,11 +121,12 @@ fn history_sql(server_level: bool) -> String {
             "
         UNION ALL
         SELECT {DISK}, slot, {no_ident}, {nulls_c}, NULL, NULL, NULL, NULL, NULL,
-               used_bytes::float8, total_bytes::float8, 1, NULL, NULL
+               used_bytes::float8, total_bytes::float8, 1, NULL, NULL, {no_arrays}
         FROM disk_usage
         WHERE server_id = $1 AND slot > coalesce({wd}, '-infinity') AND slot >= $4 AND slot < $5
         UNION ALL
-        SELECT {AVAIL}, slot, {no_ident}, {nulls_c}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, up::int4, 1
+        SELECT {AVAIL}, slot, {no_ident}, {nulls_c}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, up::int4, 1,
+               {no_arrays}
         FROM availability
         WHERE server_id = $1 AND slot > coalesce({wa}, '-infinity') AND slot >= $4 AND slot < $5"
         ));
@@ -122,29 +137,24 @@ fn history_sql(server_level: bool) -> String {
 static HISTORY_DB_SQL: LazyLock<String> = LazyLock::new(|| history_sql(false));
 static HISTORY_SERVER_SQL: LazyLock<String> = LazyLock::new(|| history_sql(true));
 
-/// Column of the first counter; the gauge columns follow the counters.
+/// Column of the first counter; the gauge columns follow the counters, then the chunk data.
 const C0: usize = 8;
 const G0: usize = C0 + COUNTERS;
+const A0: usize = G0 + 10;
 
-fn acc_from_rollup(row: &PgRow) -> Result<Acc> {
-    let mut acc = Acc {
-        secs: row.try_get(G0)?,
-        ..Acc::default()
-    };
-    for i in 0..COUNTERS {
-        acc.counters[i] = row.try_get(C0 + i)?;
-    }
-    let int = |i: usize| row.try_get::<i32, _>(i).map(i64::from);
-    acc.backends_sum = row.try_get(G0 + 1)?;
-    acc.backends_n = int(G0 + 2)?;
-    acc.size_sum = row.try_get(G0 + 3)?;
-    acc.size_n = int(G0 + 4)?;
-    acc.disk_used_sum = row.try_get(G0 + 5)?;
-    acc.disk_total_sum = row.try_get(G0 + 6)?;
-    acc.disk_n = int(G0 + 7)?;
-    acc.up_n = int(G0 + 8)?;
-    acc.avail_n = int(G0 + 9)?;
-    Ok(acc)
+/// Adds the records of a packed chunk that fall in the window to their buckets.
+fn add_chunk(row: &PgRow, w: &Window, buckets: &mut BTreeMap<DateTime<Utc>, Acc>) -> Result<()> {
+    let data: &[u8] = row.try_get(A0)?;
+    super::chunk::decode(data, |t, acc| {
+        if t >= w.first && t < w.end {
+            buckets
+                .entry(rates::bucket_start(t, w.step_secs))
+                .or_default()
+                .merge(&acc);
+        }
+    })
+    .ok_or_else(|| sqlx::Error::Decode("stat_rollup_chunk: data is not a whole number of records".into()))?;
+    Ok(())
 }
 
 fn sample_from_row(row: &PgRow) -> Result<(String, Sample)> {
@@ -174,7 +184,19 @@ pub async fn history(
     server_id: i64,
     datname: Option<&str>,
     w: &Window,
-) -> Result<Option<Vec<(DateTime<Utc>, Acc)>>> {
+) -> Result<Option<Buckets>> {
+    let rows = history_rows(pool, server_id, datname, w).await?;
+    fold_history(&rows, datname.is_none(), w)
+}
+
+/// The history statement's rows, as the store returns them: what [`history`] reads before any
+/// computation (the benchmark's plain-SQL baseline).
+pub async fn history_rows(
+    pool: &PgPool,
+    server_id: i64,
+    datname: Option<&str>,
+    w: &Window,
+) -> Result<Vec<PgRow>> {
     let sql = if datname.is_some() {
         &HISTORY_DB_SQL
     } else {
@@ -182,20 +204,28 @@ pub async fn history(
     };
     // The first new raw slot needs the last rolled-up one (or one a gap before the window) as baseline.
     let baseline = w.first - TimeDelta::milliseconds((w.max_gap_secs * 1000.0) as i64);
+    let tier = tier_for(w.step_secs);
     let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
         .bind(server_id)
         .bind(datname.unwrap_or(""))
-        .bind(i32::try_from(tier_for(w.step_secs)).unwrap_or(0))
+        .bind(i32::try_from(tier).unwrap_or(0))
         .bind(w.first)
         .bind(w.end)
         .bind(baseline)
+        .bind(super::rollups::chunk_secs(tier) as f64)
         .fetch_all(pool)
         .await?;
+    Ok(rows)
+}
+
+type Buckets = Vec<(DateTime<Utc>, Acc)>;
+
+fn fold_history(rows: &[PgRow], server_level: bool, w: &Window) -> Result<Option<Buckets>> {
     let mut buckets: BTreeMap<DateTime<Utc>, Acc> = BTreeMap::new();
     let mut per_db: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
     let mut done: Option<DateTime<Utc>> = None;
     let mut found = false;
-    for row in &rows {
+    for row in rows {
         let kind: i32 = row.try_get(0)?;
         let t: DateTime<Utc> = row.try_get(1)?;
         if kind == MARK {
@@ -203,6 +233,10 @@ pub async fn history(
             continue;
         }
         found = true;
+        if kind == CHUNK {
+            add_chunk(row, w, &mut buckets)?;
+            continue;
+        }
         if kind == RAW {
             let (name, s) = sample_from_row(row)?;
             per_db.entry(name).or_default().push(s);
@@ -210,7 +244,6 @@ pub async fn history(
         }
         let acc = buckets.entry(rates::bucket_start(t, w.step_secs)).or_default();
         match kind {
-            ROLLUP => acc.merge(&acc_from_rollup(row)?),
             SIZE => {
                 acc.size_sum += row.try_get::<f64, _>(G0 + 3)?;
                 acc.size_n += 1;
@@ -230,7 +263,7 @@ pub async fn history(
     if !found {
         return Ok(None);
     }
-    add_raw_deltas(per_db, datname.is_none(), w, done, &mut buckets);
+    add_raw_deltas(per_db, server_level, w, done, &mut buckets);
     Ok(Some(buckets.into_iter().collect()))
 }
 

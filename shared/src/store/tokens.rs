@@ -6,8 +6,23 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// What a user's request may do, read fresh on every authenticated request.
-#[derive(Debug, sqlx::FromRow)]
+/// Channel notified (payload: the login, when known) by every change that can refuse a token: logout, a
+/// refresh-token reuse, a user changed or deleted. The API's cache of [`AuthState`] listens on it.
+pub const AUTH_CHANNEL: &str = "pgmon_auth";
+
+/// Sends [`AUTH_CHANNEL`] as part of the caller's transaction, so it is delivered on commit only.
+pub async fn notify_auth(conn: &mut sqlx::PgConnection, login: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(AUTH_CHANNEL)
+        .bind(login)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// What a user's request may do: read from the store, or from the API's cache of it that
+/// [`AUTH_CHANNEL`] keeps current.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AuthState {
     pub role: String,
     pub disabled: bool,
@@ -98,6 +113,7 @@ pub async fn rotate_refresh(
         .bind(family)
         .execute(&mut *tx)
         .await?;
+    notify_auth(&mut tx, "").await?;
     tx.commit().await?;
     Ok(Rotation::Reused { family })
 }
@@ -119,6 +135,7 @@ pub async fn revoke(
         .bind(family)
         .execute(&mut *tx)
         .await?;
+    notify_auth(&mut tx, "").await?;
     tx.commit().await?;
     Ok(())
 }

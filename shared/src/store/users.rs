@@ -115,6 +115,7 @@ pub async fn update(pool: &PgPool, login: &str, change: UserChange) -> Result<Us
             .execute(&mut *tx)
             .await?;
     }
+    super::tokens::notify_auth(&mut tx, login).await?;
     tx.commit().await?;
     Ok(row)
 }
@@ -133,6 +134,7 @@ pub async fn delete(pool: &PgPool, login: &str) -> Result<()> {
     if n == 0 {
         return Err(StoreError::NotFound);
     }
+    super::tokens::notify_auth(&mut tx, login).await?;
     tx.commit().await?;
     Ok(())
 }

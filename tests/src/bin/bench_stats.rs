@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use pgmon_tests::bench::{percentile, rss_kib};
-use pgmon_tests::{TestEnv, http};
+use pgmon_tests::{TestDb, TestEnv, http};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -174,30 +174,50 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(15);
-    let env = TestEnv::new("login_attempts_per_minute = 1000000000", "").await;
-    env.add_user("bench", "viewer", "bench-password-1");
+    // BENCH_DB=<name> keeps the generated store in that database and reuses it on the next run
+    // (the time axis is then the first run's); by default a throwaway database is used.
+    let kept = std::env::var("BENCH_DB").ok().filter(|v| !v.is_empty());
+    let db = match &kept {
+        Some(name) => TestDb::kept(name).await,
+        None => TestDb::new().await,
+    };
+    let env = TestEnv::with_db(db, "login_attempts_per_minute = 1000000000", "");
     let api = env.spawn_api().await; // migrates the store
     let pid = api.child.id();
+    // Pooled like pgmon-api's store pool (10 connections, no ping before each query).
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(10)
+        .test_before_acquire(false)
         .connect(&env.db.url)
         .await
         .expect("store");
-    let now = Utc::now();
-    let t = Instant::now();
-    let ids = generate(&pool, now).await;
-    println!(
-        "generated 12 months x {SERVERS} servers x {DBS} databases in {:.0} s",
-        t.elapsed().as_secs_f64()
-    );
+    let existing: Vec<i64> = sqlx::query_scalar("SELECT id FROM servers WHERE name LIKE 'srv%' ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .expect("servers");
+    let (ids, now) = if existing.len() == SERVERS as usize {
+        let newest: DateTime<Utc> = sqlx::query_scalar("SELECT max(slot) FROM stat_database")
+            .fetch_one(&pool)
+            .await
+            .expect("newest slot");
+        println!("reusing the data generated earlier in {}", env.db.name);
+        (existing, newest)
+    } else {
+        env.add_user("bench", "viewer", "bench-password-1");
+        let now = Utc::now();
+        let t = Instant::now();
+        let ids = generate(&pool, now).await;
+        println!(
+            "generated 12 months x {SERVERS} servers x {DBS} databases in {:.0} s",
+            t.elapsed().as_secs_f64()
+        );
+        (ids, now)
+    };
     let t = Instant::now();
     let rows = pgmon_shared::store::rollups::refresh_rollups(&pool)
         .await
         .expect("rollups");
-    println!(
-        "initial rollup: {rows} rows in {:.0} s",
-        t.elapsed().as_secs_f64()
-    );
+    println!("rollup: {rows} rows in {:.0} s", t.elapsed().as_secs_f64());
     let t = Instant::now();
     pgmon_shared::store::rollups::refresh_rollups(&pool)
         .await
@@ -266,36 +286,24 @@ async fn main() {
             rss_kib(pid)
         );
 
-        // Baseline: the rollup query the API runs (its main one), straight from sqlx, same concurrency.
-        let pool2 = pool.clone();
-        let ids2 = ids.clone();
-        let tier = pgmon_shared::store::stats_read::tier_for(step);
+        // Baseline: the statement the API runs, straight from sqlx, same concurrency; no rates, no
+        // JSON, no HTTP, no authentication.
+        let (pool2, ids2) = (pool.clone(), ids.clone());
         let first = pgmon_shared::stats::rates::bucket_start(now - TimeDelta::days(days), step);
+        let window = pgmon_shared::store::stats_read::Window {
+            first,
+            end: pgmon_shared::stats::rates::bucket_start(now, step) + TimeDelta::seconds(step),
+            step_secs: step,
+            max_gap_secs: 1200.0,
+        };
         let sql_job = move |i: u64| {
             let pool = pool2.clone();
             let id = ids2[(i % SERVERS as u64) as usize];
-            let db = if per_db {
-                format!("db{}", 1 + (i / SERVERS as u64) % DBS as u64)
-            } else {
-                String::new()
-            };
+            let db = per_db.then(|| format!("db{}", 1 + (i / SERVERS as u64) % DBS as u64));
             async move {
-                sqlx::query(
-                    "SELECT bucket, secs, xact_commit, xact_rollback, blks_read, blks_hit, tup_returned,
-                            tup_fetched, tup_inserted, tup_updated, tup_deleted, temp_bytes, deadlocks, conflicts,
-                            backends_sum, backends_n, size_sum, size_n, disk_used_sum, disk_total_sum, disk_n,
-                            up_n, avail_n
-                     FROM stat_rollup WHERE server_id = $1 AND datname = $2 AND res = $3 AND bucket >= $4
-                       AND bucket < $5",
-                )
-                .bind(id)
-                .bind(db)
-                .bind(i32::try_from(tier).unwrap_or(0))
-                .bind(first)
-                .bind(now + TimeDelta::seconds(step))
-                .fetch_all(&pool)
-                .await
-                .is_ok()
+                pgmon_shared::store::stats_read::history_rows(&pool, id, db.as_deref(), &window)
+                    .await
+                    .is_ok()
             }
         };
         load(CLIENTS, secs, sql_job.clone())
@@ -303,12 +311,6 @@ async fn main() {
             .print(&format!("SQL  {label}"));
         // The store call the handler makes (the one statement plus the rate computation), no HTTP.
         let (pool3, ids3) = (pool.clone(), ids.clone());
-        let window = pgmon_shared::store::stats_read::Window {
-            first,
-            end: pgmon_shared::stats::rates::bucket_start(now, step) + TimeDelta::seconds(step),
-            step_secs: step,
-            max_gap_secs: 1200.0,
-        };
         let store_job = move |i: u64| {
             let pool = pool3.clone();
             let id = ids3[(i % SERVERS as u64) as usize];
