@@ -220,6 +220,7 @@ pub struct Series {
     /// Bucket width in seconds.
     pub step: i64,
     /// Start of each bucket.
+    #[serde(serialize_with = "rfc3339_times")]
     pub time: Vec<DateTime<Utc>>,
     /// Seconds of each bucket covered by trusted counter deltas (the denominator of its rates), so
     /// `rate * covered_secs` is the bucket's count. Less than the step where a reset or gap fell.
@@ -255,6 +256,36 @@ pub struct Series {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub availability: Option<Vec<Option<f64>>>,
+}
+
+/// Bucket starts as `2026-01-02T03:04:05Z`. chrono's formatter took a fifth of a year-long series'
+/// serialization; buckets are whole seconds, so the digits are written directly.
+fn rfc3339_times<S: serde::Serializer>(times: &[DateTime<Utc>], ser: S) -> Result<S::Ok, S::Error> {
+    use chrono::{Datelike, Timelike};
+    use serde::ser::SerializeSeq;
+    let mut seq = ser.serialize_seq(Some(times.len()))?;
+    for t in times {
+        if t.nanosecond() != 0 || !(0..=9999).contains(&t.year()) {
+            seq.serialize_element(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))?;
+            continue;
+        }
+        let mut b = *b"0000-00-00T00:00:00Z";
+        let mut put = |at: usize, width: usize, v: u32| {
+            let mut v = v;
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, t.year().unsigned_abs());
+        put(5, 2, t.month());
+        put(8, 2, t.day());
+        put(11, 2, t.hour());
+        put(14, 2, t.minute());
+        put(17, 2, t.second());
+        seq.serialize_element(std::str::from_utf8(&b).unwrap_or_default())?;
+    }
+    seq.end()
 }
 
 /// One database as the collector has seen it.
@@ -599,6 +630,24 @@ mod tests {
         assert_eq!(week.step_secs, 1200);
         let year = plan_window(Some(now - TimeDelta::days(365)), Some(now), None, 600, now).expect("1y");
         assert_eq!(year.step_secs, 43200);
+    }
+
+    #[test]
+    fn bucket_times_are_rfc3339_and_parse_back() {
+        let times = vec![
+            at("2026-01-02T03:04:05Z"),
+            at("0999-12-31T23:59:59Z"),
+            at("2026-01-02T03:04:05.250Z"),
+        ];
+        let mut out = Vec::new();
+        rfc3339_times(&times, &mut serde_json::Serializer::new(&mut out)).expect("serialize");
+        let text = String::from_utf8(out).unwrap_or_default();
+        assert_eq!(
+            text,
+            r#"["2026-01-02T03:04:05Z","0999-12-31T23:59:59Z","2026-01-02T03:04:05.250Z"]"#
+        );
+        let back: Vec<DateTime<Utc>> = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(back, times);
     }
 
     #[test]
