@@ -226,7 +226,7 @@ async fn main() {
         "incremental rollup with nothing new: {:.2} s",
         t.elapsed().as_secs_f64()
     );
-    sqlx::query("VACUUM ANALYZE stat_rollup")
+    sqlx::query("VACUUM ANALYZE stat_rollup, stat_rollup_chunk")
         .execute(&pool)
         .await
         .expect("vacuum");
