@@ -162,11 +162,15 @@ mod live {
         let v = match servers::ssh_target(&state.pool, &state.crypto, server).await {
             Ok(Some(target)) => match ssh::disk_usage(&target, path, SSH_DEADLINE).await {
                 Ok(out) => {
-                    if server.ssh_host_key_fingerprint.is_none()
-                        && let Err(e) =
+                    if server.ssh_host_key_fingerprint.is_none() {
+                        if let Err(e) =
                             servers::pin_host_key(&state.pool, server.id, &out.host_key_fingerprint).await
-                    {
-                        tracing::warn!(server = %server.name, error = %e, "cannot pin the SSH host key");
+                        {
+                            tracing::warn!(server = %server.name, error = %e, "cannot pin the SSH host key");
+                        }
+                        // A write inside a GET: the cached row without the pin must go now, not
+                        // when the NOTIFY comes back.
+                        state.cache.invalidate();
                     }
                     DiskStatus {
                         ok: true,
