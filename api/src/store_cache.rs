@@ -37,7 +37,10 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
             entries: Mutex::new(HashMap::new()),
         }
     }
-    fn get(&self, k: &K, generation: u64) -> Option<V> {
+    fn get<Q: Eq + Hash + ?Sized>(&self, k: &Q, generation: u64) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         let map = self.entries.lock().ok()?;
         let (g, at, v) = map.get(k)?;
         (*g == generation && at.elapsed() < TTL).then(|| v.clone())
@@ -99,7 +102,7 @@ impl StoreCache {
     }
 
     pub fn server(&self, name: &str) -> Option<ServerRow> {
-        self.0.servers.get(&name.to_string(), self.generation()?)
+        self.0.servers.get(name, self.generation()?)
     }
 
     pub fn put_server(&self, row: ServerRow, read_at: Option<u64>) {

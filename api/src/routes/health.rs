@@ -10,7 +10,7 @@ use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use pgmon_shared::config::CollectorConfig;
 use pgmon_shared::store;
-use pgmon_shared::store::stats_read::{self, Heartbeat};
+use pgmon_shared::store::collectors::{self, Heartbeat};
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
@@ -122,7 +122,7 @@ impl HealthApi {
             _ => (false, None),
         };
         let collectors = if reachable {
-            match tokio::time::timeout(Duration::from_secs(2), stats_read::heartbeats(&state.pool)).await {
+            match tokio::time::timeout(Duration::from_secs(2), collectors::heartbeats(&state.pool)).await {
                 Ok(Ok(beats)) => Some(collectors_health(&state.cfg.collector, beats, Utc::now())),
                 _ => None,
             }

@@ -63,8 +63,9 @@ pub async fn mark_stopped(pool: &PgPool, id: Uuid) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
-pub struct InstanceRow {
+/// One collector process as it last reported itself.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Heartbeat {
     pub instance_id: Uuid,
     pub host: String,
     pub pid: i32,
@@ -75,14 +76,14 @@ pub struct InstanceRow {
     pub tasks: serde_json::Value,
 }
 
-/// Instances seen within `within`, newest first (what `/api/health` shows).
-pub async fn list_instances(pool: &PgPool, within: Duration) -> Result<Vec<InstanceRow>> {
+/// Collectors that are running or stopped within the last day, newest first.
+pub async fn heartbeats(pool: &PgPool) -> Result<Vec<Heartbeat>> {
     Ok(sqlx::query_as(
         "SELECT instance_id, host, pid, version, started_at, last_seen_at, stopped_at, tasks
-         FROM collector_instances WHERE last_seen_at > now() - make_interval(secs => $1)
-         ORDER BY last_seen_at DESC",
+         FROM collector_instances
+         WHERE stopped_at IS NULL OR stopped_at > now() - interval '1 day'
+         ORDER BY last_seen_at DESC LIMIT 100",
     )
-    .bind(within.as_secs_f64())
     .fetch_all(pool)
     .await?)
 }

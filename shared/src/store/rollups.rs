@@ -30,7 +30,7 @@ pub const LOOKBACK: &str = "2 hours";
 pub const PACK_MARGIN: &str = "12 hours";
 
 /// Resolutions that are packed, in seconds (0 = per slot).
-pub const PACKED: [i64; 3] = [0, 3600, 43200];
+pub const PACKED: [i64; 3] = [0, TIERS[0], TIERS[1]];
 
 /// Length of a packed chunk of resolution `res`: each is a whole number of the largest tier, so a
 /// rollup refresh that starts at or after every packed_until never rebuilds a bucket of any tier
@@ -48,6 +48,15 @@ pub fn chunk_secs(res: i64) -> i64 {
 struct Source {
     name: &'static str,
     sql: &'static LazyLock<String>,
+}
+
+/// `xact_commit = excluded.xact_commit, ...` for every counter: the upserts' update list.
+fn counters_from_excluded() -> String {
+    COUNTER_NAMES
+        .iter()
+        .map(|n| format!("{n} = excluded.{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 static STATS_DB_SQL: LazyLock<String> = LazyLock::new(|| {
@@ -68,11 +77,7 @@ static STATS_DB_SQL: LazyLock<String> = LazyLock::new(|| {
         .map(|n| format!("CASE WHEN ok THEN coalesce({n} - p_{n}, 0) ELSE 0 END"))
         .collect::<Vec<_>>()
         .join(", ");
-    let upd = c
-        .iter()
-        .map(|n| format!("{n} = excluded.{n}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let upd = counters_from_excluded();
     format!(
         "WITH raw AS (
             SELECT datname, slot, collected_at, datid, stats_reset, postmaster_start, numbackends, {cols},
@@ -114,11 +119,7 @@ static STATS_SERVER_SQL: LazyLock<String> = LazyLock::new(|| {
         .map(|n| format!("CASE WHEN bool_or(broken) THEN 0 ELSE sum({n})::bigint END"))
         .collect::<Vec<_>>()
         .join(", ");
-    let upd = c
-        .iter()
-        .map(|n| format!("{n} = excluded.{n}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let upd = counters_from_excluded();
     format!(
         "INSERT INTO stat_rollup (server_id, datname, res, bucket, secs, broken, {cols}, backends_sum, backends_n)
         SELECT $1, '', 0, bucket, CASE WHEN bool_or(broken) THEN 0 ELSE max(secs) END, bool_or(broken), {sums},
@@ -172,11 +173,7 @@ static TIER_SQL: LazyLock<String> = LazyLock::new(|| {
         .map(|n| format!("sum({n})::bigint"))
         .collect::<Vec<_>>()
         .join(", ");
-    let upd = c
-        .iter()
-        .map(|n| format!("{n} = excluded.{n}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let upd = counters_from_excluded();
     format!(
         "INSERT INTO stat_rollup (server_id, datname, res, bucket, secs, broken, {cols}, backends_sum, backends_n,
                                   size_sum, size_n, disk_used_sum, disk_total_sum, disk_n, up_n, avail_n)

@@ -1,4 +1,4 @@
-//! Reads of collected statistics for the API: history series, database info, collector heartbeats.
+//! Reads of collected statistics for the API: history series and database info.
 //!
 //! A history read takes the buckets `stat_rollup` already holds (up to each source's `done_until`)
 //! and computes only the newer slots from the raw tables with [`crate::stats::rates`], all in one
@@ -68,7 +68,7 @@ const CHUNK: i32 = 6;
 /// `$1` server, `$2` database (`''` = server level), `$3` rollup resolution, `$4` first bucket,
 /// `$5` end, `$6` earliest raw slot that may serve as a baseline, `$7` chunk length of `$3`.
 fn history_sql(server_level: bool) -> String {
-    let no_arrays = "NULL::bytea";
+    let no_data = "NULL::bytea";
     // The rollup rows not packed yet come packed too, as one more chunk: one row to send and decode
     // instead of one per bucket.
     let record = super::chunk::record_sql();
@@ -102,17 +102,17 @@ fn history_sql(server_level: bool) -> String {
         HAVING count(*) > 0
         UNION ALL
         SELECT {RAW}, slot, datname, collected_at, datid, stats_reset, postmaster_start, numbackends, {c}, {no_gauge},
-               {no_arrays}
+               {no_data}
         FROM stat_database
         WHERE server_id = $1 {db_filter} AND slot >= greatest({ws}, $6) AND slot < $5
         UNION ALL
         SELECT {SIZE}, slot, {no_ident}, {nulls_c}, NULL, NULL, NULL, sum(size_bytes)::float8, 1, NULL, NULL, NULL, NULL, NULL,
-               {no_arrays}
+               {no_data}
         FROM db_size
         WHERE server_id = $1 {db_filter} AND slot > coalesce({wz}, '-infinity') AND slot >= $4 AND slot < $5
         GROUP BY slot
         UNION ALL
-        SELECT {MARK}, done_until, source, {}, {nulls_c}, {no_gauge}, {no_arrays}
+        SELECT {MARK}, done_until, source, {}, {nulls_c}, {no_gauge}, {no_data}
         FROM stat_rollup_state WHERE server_id = $1 AND source = 'stat_database'",
         "NULL::timestamptz, NULL::int8, NULL::timestamptz, NULL::timestamptz, NULL::int4"
     );
@@ -121,12 +121,12 @@ fn history_sql(server_level: bool) -> String {
             "
         UNION ALL
         SELECT {DISK}, slot, {no_ident}, {nulls_c}, NULL, NULL, NULL, NULL, NULL,
-               used_bytes::float8, total_bytes::float8, 1, NULL, NULL, {no_arrays}
+               used_bytes::float8, total_bytes::float8, 1, NULL, NULL, {no_data}
         FROM disk_usage
         WHERE server_id = $1 AND slot > coalesce({wd}, '-infinity') AND slot >= $4 AND slot < $5
         UNION ALL
         SELECT {AVAIL}, slot, {no_ident}, {nulls_c}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, up::int4, 1,
-               {no_arrays}
+               {no_data}
         FROM availability
         WHERE server_id = $1 AND slot > coalesce({wa}, '-infinity') AND slot >= $4 AND slot < $5"
         ));
@@ -405,29 +405,4 @@ pub async fn db_info(pool: &PgPool, server_id: i64, name: &str) -> Result<Option
         return Ok(None);
     }
     Ok(Some(info))
-}
-
-/// One collector process as it last reported itself.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Heartbeat {
-    pub instance_id: uuid::Uuid,
-    pub host: String,
-    pub pid: i32,
-    pub version: String,
-    pub started_at: DateTime<Utc>,
-    pub last_seen_at: DateTime<Utc>,
-    pub stopped_at: Option<DateTime<Utc>>,
-    pub tasks: serde_json::Value,
-}
-
-/// Collectors that are running or stopped within the last day, newest first.
-pub async fn heartbeats(pool: &PgPool) -> Result<Vec<Heartbeat>> {
-    Ok(sqlx::query_as(
-        "SELECT instance_id, host, pid, version, started_at, last_seen_at, stopped_at, tasks
-         FROM collector_instances
-         WHERE stopped_at IS NULL OR stopped_at > now() - interval '1 day'
-         ORDER BY last_seen_at DESC LIMIT 100",
-    )
-    .fetch_all(pool)
-    .await?)
 }

@@ -286,9 +286,9 @@ async fn main() {
             rss_kib(pid)
         );
 
-        // Baseline: the statement the API runs, straight from sqlx, same concurrency; no rates, no
-        // JSON, no HTTP, no authentication.
-        let (pool2, ids2) = (pool.clone(), ids.clone());
+        // `fold = false`: the statement the API runs, straight from sqlx (the plain-SQL baseline: no
+        // rates, no JSON, no HTTP, no authentication); `true`: the store call the handler makes, that
+        // statement plus the rate computation. Same concurrency as the API.
         let first = pgmon_shared::stats::rates::bucket_start(now - TimeDelta::days(days), step);
         let window = pgmon_shared::store::stats_read::Window {
             first,
@@ -296,38 +296,33 @@ async fn main() {
             step_secs: step,
             max_gap_secs: 1200.0,
         };
-        let sql_job = move |i: u64| {
-            let pool = pool2.clone();
-            let id = ids2[(i % SERVERS as u64) as usize];
-            let db = per_db.then(|| format!("db{}", 1 + (i / SERVERS as u64) % DBS as u64));
-            async move {
-                pgmon_shared::store::stats_read::history_rows(&pool, id, db.as_deref(), &window)
-                    .await
-                    .is_ok()
+        let store_job = |fold: bool| {
+            let (pool, ids) = (pool.clone(), ids.clone());
+            move |i: u64| {
+                let pool = pool.clone();
+                let id = ids[(i % SERVERS as u64) as usize];
+                let db = per_db.then(|| format!("db{}", 1 + (i / SERVERS as u64) % DBS as u64));
+                async move {
+                    use pgmon_shared::store::stats_read::{history, history_rows};
+                    if fold {
+                        history(&pool, id, db.as_deref(), &window).await.is_ok()
+                    } else {
+                        history_rows(&pool, id, db.as_deref(), &window).await.is_ok()
+                    }
+                }
             }
         };
+        let (sql_job, fold_job) = (store_job(false), store_job(true));
         load(CLIENTS, secs, sql_job.clone())
             .await
             .print(&format!("SQL  {label}"));
-        // The store call the handler makes (the one statement plus the rate computation), no HTTP.
-        let (pool3, ids3) = (pool.clone(), ids.clone());
-        let store_job = move |i: u64| {
-            let pool = pool3.clone();
-            let id = ids3[(i % SERVERS as u64) as usize];
-            let db = per_db.then(|| format!("db{}", 1 + (i / SERVERS as u64) % DBS as u64));
-            async move {
-                pgmon_shared::store::stats_read::history(&pool, id, db.as_deref(), &window)
-                    .await
-                    .is_ok()
-            }
-        };
-        load(CLIENTS, secs, store_job.clone())
+        load(CLIENTS, secs, fold_job.clone())
             .await
             .print(&format!("STORE {label}"));
         // One client: the time of one request, without queueing.
         load(1, 3, api_job).await.print(&format!("API  x1 {label}"));
         load(1, 3, sql_job).await.print(&format!("SQL  x1 {label}"));
-        load(1, 3, store_job).await.print(&format!("STORE x1 {label}"));
+        load(1, 3, fold_job).await.print(&format!("STORE x1 {label}"));
     }
     // For reference: the naive query computing the same 365-day series from the raw table.
     let t = Instant::now();
