@@ -6,6 +6,7 @@ use crate::error::{ApiError, to_json_response};
 use crate::routes;
 use crate::state::AppState;
 use anyhow::Context;
+use pgmon_shared::store::chunk_cache::ChunkCache;
 use pgmon_shared::{Config, secrets, store};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::middleware::Cors;
@@ -104,6 +105,7 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
         hasher,
         remote: crate::remote_pools::RemotePools::start(cfg.pools.clone()),
         cache: crate::store_cache::StoreCache::new(),
+        chunks: Arc::new(ChunkCache::new(cfg.api.history_cache_mb as usize * 1024 * 1024)),
         cfg: Arc::new(cfg),
         started: Instant::now(),
     })

@@ -21,4 +21,6 @@ pub struct AppState {
     pub remote: crate::remote_pools::RemotePools,
     /// Auth states and servers by name, kept current by LISTEN (off until the listener runs).
     pub cache: crate::store_cache::StoreCache,
+    /// Packed history chunks, which never change once written (`api.history_cache_mb`).
+    pub chunks: Arc<pgmon_shared::store::chunk_cache::ChunkCache>,
 }

@@ -87,6 +87,8 @@ pub struct ApiConfig {
     pub login_attempts_per_minute: u32,
     /// bcrypt cost of new hashes (4..=31). 12 in production; tests lower it to save CPU.
     pub bcrypt_cost: u32,
+    /// Memory for packed history chunks held by the API (see `store::chunk_cache`); 0 turns it off.
+    pub history_cache_mb: u32,
 }
 
 impl Default for ApiConfig {
@@ -102,6 +104,7 @@ impl Default for ApiConfig {
             secure_cookies: true,
             login_attempts_per_minute: 5,
             bcrypt_cost: 12,
+            history_cache_mb: 128,
         }
     }
 }

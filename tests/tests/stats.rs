@@ -312,6 +312,29 @@ async fn rates_survive_resets_restarts_and_gaps_before_and_after_rollups() {
     let (_, packed_day) = http::call("GET", &day_url, Some(&viewer), None).await;
     assert_eq!(unpacked_day, packed_day);
 
+    // A packed chunk never changes, so the API keeps the chunks it has read: with them deleted from
+    // the store (as retention would), it still answers from memory, while an API started without the
+    // cache finds nothing there.
+    sqlx::query("DELETE FROM stat_rollup_chunk WHERE server_id = $1 AND res = 0")
+        .bind(server)
+        .execute(&pool)
+        .await
+        .expect("delete chunks");
+    let (_, cached_db) = http::call("GET", &db_url, Some(&viewer), None).await;
+    assert_eq!(raw_db, cached_db);
+    let uncached = Proc::spawn_env(
+        &pgmon_tests::bin("pgmon-api"),
+        &env.config_path,
+        &["serve"],
+        "pgmon-api listening on ",
+        &[("PGMON_API__HISTORY_CACHE_MB", "0")],
+    )
+    .await;
+    let path = format!("/server/prod/db/app/stats?{}", q(from, to, 600));
+    let (s, v) = http::call("GET", &uncached.url(&path), Some(&viewer), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(floats(&v, "commits_per_sec").iter().all(Option::is_none), "{v}");
+
     // A deleted server's rollups go with the next refresh.
     sqlx::query("DELETE FROM servers WHERE id = $1")
         .bind(server)

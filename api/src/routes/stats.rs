@@ -424,7 +424,7 @@ impl StatsApi {
     ) -> ApiResult<SerdeJson<Series>> {
         let w = window(&state, from.0, to.0, step.0)?;
         let server = server_by_name(&state, &name).await?;
-        let buckets = stats_read::history(&state.pool, server.id, None, &w)
+        let buckets = stats_read::history(&state.pool, &state.chunks, server.id, None, &w)
             .await?
             .unwrap_or_default();
         Ok(SerdeJson(series(server.name, None, &w, &buckets)))
@@ -446,7 +446,7 @@ impl StatsApi {
         let w = window(&state, from.0, to.0, step.0)?;
         let server = server_by_name(&state, &name).await?;
         // Data in the range proves the database exists; only an empty answer needs the check.
-        let buckets = match stats_read::history(&state.pool, server.id, Some(&db), &w).await? {
+        let buckets = match stats_read::history(&state.pool, &state.chunks, server.id, Some(&db), &w).await? {
             Some(b) => b,
             None if stats_read::database_known(&state.pool, server.id, &db).await? => Vec::new(),
             None => return Err(db_not_found(&name, &db)),

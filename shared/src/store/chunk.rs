@@ -132,6 +132,16 @@ mod tests {
     }
 
     #[test]
+    fn stat_rollup_rec_is_the_record() {
+        let migration = include_str!("../../../migrations/0007_rollup_records.sql");
+        let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat(migration).contains(&format!("GENERATED ALWAYS AS ( {} ) STORED", record_sql())),
+            "0007_rollup_records.sql must compute rec with record_sql()"
+        );
+    }
+
+    #[test]
     fn a_truncated_chunk_is_refused() {
         assert!(decode(&[0u8; 164], |_, _| {}).is_none());
         let mut n = 0;

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod chunk;
+pub mod chunk_cache;
 pub mod collectors;
 pub mod rollups;
 pub mod servers;

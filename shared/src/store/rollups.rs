@@ -197,24 +197,19 @@ static TIER_SQL: LazyLock<String> = LazyLock::new(|| {
 /// Moves the stat_rollup rows of one server and resolution in `[$3, $4)` into chunks of `$5` seconds
 /// (record format: [`super::chunk`]). A chunk that already exists (only if packed_until was lost) is
 /// extended rather than refused.
-static PACK_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH moved AS (
+const PACK_SQL: &str = "WITH moved AS (
             DELETE FROM stat_rollup
             WHERE server_id = $1 AND res = $2 AND bucket >= $3 AND bucket < $4
             RETURNING *
         )
         INSERT INTO stat_rollup_chunk (server_id, datname, res, chunk_start, buckets, data)
         SELECT $1, datname, $2, date_bin(make_interval(secs => $5), bucket, 'epoch'::timestamptz), count(*),
-               string_agg({}, ''::bytea ORDER BY bucket)
+               string_agg(rec, ''::bytea ORDER BY bucket)
         FROM moved
         GROUP BY datname, 4
         ON CONFLICT (server_id, datname, res, chunk_start) DO UPDATE SET
             buckets = stat_rollup_chunk.buckets + excluded.buckets,
-            data = stat_rollup_chunk.data || excluded.data",
-        super::chunk::record_sql()
-    )
-});
+            data = stat_rollup_chunk.data || excluded.data";
 
 const SOURCES: [Source; 4] = [
     Source {
@@ -347,7 +342,7 @@ async fn pack(tx: &mut Transaction<'_, Postgres>, server_id: i64) -> Result<u64>
         if old.is_some_and(|o| o >= new) {
             continue;
         }
-        rows += sqlx::query(AssertSqlSafe(PACK_SQL.as_str()))
+        rows += sqlx::query(PACK_SQL)
             .bind(server_id)
             .bind(res as i32)
             .bind(old.unwrap_or(DateTime::UNIX_EPOCH))

@@ -5,6 +5,7 @@
 //! statement (one snapshot).
 
 use super::Result;
+use super::chunk_cache::{ChunkCache, ChunkData};
 use crate::stats::rates::{self, Acc, COUNTER_NAMES, COUNTERS, Sample, SlotDelta};
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::postgres::PgRow;
@@ -52,6 +53,8 @@ const DISK: i32 = 3;
 const AVAIL: i32 = 4;
 const MARK: i32 = 5;
 const CHUNK: i32 = 6;
+/// The rollup rows not packed yet, in the chunk record format.
+const TAIL: i32 = 7;
 
 /// The whole history read as one statement: one round trip, and one snapshot, so a concurrent rollup
 /// refresh cannot make a slot count twice or not at all. Rows of every kind share one column layout
@@ -61,17 +64,16 @@ const CHUNK: i32 = 6;
 ///
 /// Rollups are summed into buckets in Rust, not grouped in SQL: PostgreSQL's `sum(bigint)`
 /// accumulates in numeric, which made a grouped query several times slower than the plain scan.
-/// They come as `CHUNK` rows: one per packed chunk, plus one holding the rows of stat_rollup not
-/// packed yet in the same record format (see [`super::chunk`]), in a last column that is NULL in
-/// every other kind of row. The bucket filter on packed chunks is applied in Rust.
+/// They come as `CHUNK` rows, one per packed chunk the reader does not hold already, and one `TAIL`
+/// row holding the rows of stat_rollup not packed yet in the same record format (see
+/// [`super::chunk`]), in a last column that is NULL in every other kind of row. The bucket filter
+/// on packed chunks is applied in Rust.
 ///
 /// `$1` server, `$2` database (`''` = server level), `$3` rollup resolution, `$4` first bucket,
-/// `$5` end, `$6` earliest raw slot that may serve as a baseline, `$7` chunk length of `$3`.
+/// `$5` end, `$6` earliest raw slot that may serve as a baseline, `$7` chunk length of `$3`, `$8`
+/// starts of the chunks the reader holds (see [`super::chunk_cache`]).
 fn history_sql(server_level: bool) -> String {
     let no_data = "NULL::bytea";
-    // The rollup rows not packed yet come packed too, as one more chunk: one row to send and decode
-    // instead of one per bucket.
-    let record = super::chunk::record_sql();
     let c = COUNTER_NAMES.join(", ");
     let nulls_c = ["NULL::int8"; COUNTERS].join(", ");
     let no_ident =
@@ -95,8 +97,9 @@ fn history_sql(server_level: bool) -> String {
         FROM stat_rollup_chunk
         WHERE server_id = $1 AND datname = $2 AND res = $3
           AND chunk_start > $4 - make_interval(secs => $7) AND chunk_start < $5
+          AND chunk_start <> ALL($8)
         UNION ALL
-        SELECT {CHUNK}, min(bucket), {no_ident}, {nulls_c}, {no_gauge}, string_agg({record}, ''::bytea)
+        SELECT {TAIL}, min(bucket), {no_ident}, {nulls_c}, {no_gauge}, string_agg(rec, ''::bytea)
         FROM stat_rollup
         WHERE server_id = $1 AND datname = $2 AND res = $3 AND bucket >= $4 AND bucket < $5
         HAVING count(*) > 0
@@ -142,9 +145,8 @@ const C0: usize = 8;
 const G0: usize = C0 + COUNTERS;
 const A0: usize = G0 + 10;
 
-/// Adds the records of a packed chunk that fall in the window to their buckets.
-fn add_chunk(row: &PgRow, w: &Window, buckets: &mut BTreeMap<DateTime<Utc>, Acc>) -> Result<()> {
-    let data: &[u8] = row.try_get(A0)?;
+/// Adds the records of chunk data that fall in the window to their buckets.
+fn add_records(data: &[u8], w: &Window, buckets: &mut BTreeMap<DateTime<Utc>, Acc>) -> Result<()> {
     super::chunk::decode(data, |t, acc| {
         if t >= w.first && t < w.end {
             buckets
@@ -178,15 +180,27 @@ fn sample_from_row(row: &PgRow) -> Result<(String, Sample)> {
 
 /// Buckets of one server (`datname = None`) or one of its databases, sorted; buckets without any
 /// data are absent. `None` when nothing at all was found (the caller tells an unknown database from
-/// an empty range).
+/// an empty range). Packed chunks come from `cache` when it holds them, and join it when read.
 pub async fn history(
     pool: &PgPool,
+    cache: &ChunkCache,
     server_id: i64,
     datname: Option<&str>,
     w: &Window,
 ) -> Result<Option<Buckets>> {
-    let rows = history_rows(pool, server_id, datname, w).await?;
-    fold_history(&rows, datname.is_none(), w)
+    let res = tier_for(w.step_secs);
+    let name = datname.unwrap_or("");
+    let reach = w.first - TimeDelta::seconds(super::rollups::chunk_secs(res));
+    let held = cache.get(server_id, name, res, reach, w.end);
+    let skip: Vec<DateTime<Utc>> = held.iter().map(|(start, _)| *start).collect();
+    let rows = history_rows(pool, server_id, datname, w, &skip).await?;
+    for row in &rows {
+        if row.try_get::<i32, _>(0)? == CHUNK {
+            let data: &[u8] = row.try_get(A0)?;
+            cache.put(server_id, name, res, row.try_get(1)?, data.into());
+        }
+    }
+    fold_history(&rows, &held, datname.is_none(), w)
 }
 
 /// The history statement's rows, as the store returns them: what [`history`] reads before any
@@ -196,6 +210,7 @@ pub async fn history_rows(
     server_id: i64,
     datname: Option<&str>,
     w: &Window,
+    skip_chunks: &[DateTime<Utc>],
 ) -> Result<Vec<PgRow>> {
     let sql = if datname.is_some() {
         &HISTORY_DB_SQL
@@ -213,6 +228,7 @@ pub async fn history_rows(
         .bind(w.end)
         .bind(baseline)
         .bind(super::rollups::chunk_secs(tier) as f64)
+        .bind(skip_chunks)
         .fetch_all(pool)
         .await?;
     Ok(rows)
@@ -220,11 +236,19 @@ pub async fn history_rows(
 
 type Buckets = Vec<(DateTime<Utc>, Acc)>;
 
-fn fold_history(rows: &[PgRow], server_level: bool, w: &Window) -> Result<Option<Buckets>> {
+fn fold_history(
+    rows: &[PgRow],
+    held: &[(DateTime<Utc>, ChunkData)],
+    server_level: bool,
+    w: &Window,
+) -> Result<Option<Buckets>> {
     let mut buckets: BTreeMap<DateTime<Utc>, Acc> = BTreeMap::new();
     let mut per_db: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
     let mut done: Option<DateTime<Utc>> = None;
-    let mut found = false;
+    let mut found = !held.is_empty();
+    for (_, data) in held {
+        add_records(data, w, &mut buckets)?;
+    }
     for row in rows {
         let kind: i32 = row.try_get(0)?;
         let t: DateTime<Utc> = row.try_get(1)?;
@@ -233,8 +257,8 @@ fn fold_history(rows: &[PgRow], server_level: bool, w: &Window) -> Result<Option
             continue;
         }
         found = true;
-        if kind == CHUNK {
-            add_chunk(row, w, &mut buckets)?;
+        if kind == CHUNK || kind == TAIL {
+            add_records(row.try_get(A0)?, w, &mut buckets)?;
             continue;
         }
         if kind == RAW {

@@ -298,16 +298,20 @@ async fn main() {
         };
         let store_job = |fold: bool| {
             let (pool, ids) = (pool.clone(), ids.clone());
+            // No chunk cache: the store call as it is on a cold cache.
+            let no_cache = Arc::new(pgmon_shared::store::chunk_cache::ChunkCache::new(0));
             move |i: u64| {
-                let pool = pool.clone();
+                let (pool, no_cache) = (pool.clone(), no_cache.clone());
                 let id = ids[(i % SERVERS as u64) as usize];
                 let db = per_db.then(|| format!("db{}", 1 + (i / SERVERS as u64) % DBS as u64));
                 async move {
                     use pgmon_shared::store::stats_read::{history, history_rows};
                     if fold {
-                        history(&pool, id, db.as_deref(), &window).await.is_ok()
+                        history(&pool, &no_cache, id, db.as_deref(), &window)
+                            .await
+                            .is_ok()
                     } else {
-                        history_rows(&pool, id, db.as_deref(), &window).await.is_ok()
+                        history_rows(&pool, id, db.as_deref(), &window, &[]).await.is_ok()
                     }
                 }
             }
