@@ -262,6 +262,13 @@ pub struct Series {
     pub availability: Option<Vec<Option<f64>>>,
 }
 
+impl crate::payload::JsonSizeHint for Series {
+    /// ~24 columns of numbers of up to ~20 characters each, per bucket.
+    fn json_size_hint(&self) -> usize {
+        1024 + self.time.len() * 24 * 20
+    }
+}
+
 /// Bucket starts as `2026-01-02T03:04:05Z`. chrono's formatter took a fifth of a year-long series'
 /// serialization; buckets are whole seconds, so the digits are written directly.
 fn rfc3339_times<S: serde::Serializer>(times: &[DateTime<Utc>], ser: S) -> Result<S::Ok, S::Error> {

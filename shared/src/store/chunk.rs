@@ -2,7 +2,6 @@
 //! SQL in `rollups`, read here. Both sides are generated from [`FIELDS`], so they cannot disagree.
 
 use crate::stats::rates::{Acc, COUNTER_NAMES, COUNTERS};
-use chrono::{DateTime, TimeDelta, Utc};
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -87,17 +86,17 @@ impl Reader<'_> {
     }
 }
 
-/// Calls `f(bucket, acc)` for every record of `data`. `None` if `data` is not a whole number of
-/// records (a chunk written by another version of the format).
-pub fn decode(data: &[u8], mut f: impl FnMut(DateTime<Utc>, Acc)) -> Option<()> {
+/// Calls `f(bucket, acc)` for every record of `data`, `bucket` in microseconds since the Unix
+/// epoch (integer time: this runs for every record of every read). `None` if `data` is not a whole
+/// number of records (a chunk written by another version of the format).
+pub fn decode(data: &[u8], mut f: impl FnMut(i64, Acc)) -> Option<()> {
     let len = record_len();
     if !data.len().is_multiple_of(len) {
         return None;
     }
     for rec in data.chunks_exact(len) {
         let mut r = Reader(rec);
-        let micros = r.i8();
-        let t = DateTime::UNIX_EPOCH + TimeDelta::microseconds(micros.checked_add(PG_EPOCH_MICROS)?);
+        let micros = r.i8().checked_add(PG_EPOCH_MICROS)?;
         let mut acc = Acc {
             secs: r.f8(),
             ..Acc::default()
@@ -115,7 +114,7 @@ pub fn decode(data: &[u8], mut f: impl FnMut(DateTime<Utc>, Acc)) -> Option<()> 
         acc.disk_n = r.i4();
         acc.up_n = r.i4();
         acc.avail_n = r.i4();
-        f(t, acc);
+        f(micros, acc);
     }
     Some(())
 }
@@ -133,11 +132,11 @@ mod tests {
 
     #[test]
     fn stat_rollup_rec_is_the_record() {
-        let migration = include_str!("../../../migrations/0007_rollup_records.sql");
+        let migration = include_str!("../../../migrations/0007_history_read.sql");
         let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(
             flat(migration).contains(&format!("GENERATED ALWAYS AS ( {} ) STORED", record_sql())),
-            "0007_rollup_records.sql must compute rec with record_sql()"
+            "0007_history_read.sql must compute rec with record_sql()"
         );
     }
 
@@ -147,7 +146,7 @@ mod tests {
         let mut n = 0;
         assert!(
             decode(&[0u8; 330], |t, _| {
-                assert_eq!(t.to_rfc3339(), "2000-01-01T00:00:00+00:00");
+                assert_eq!(t, 946_684_800_000_000, "2000-01-01T00:00:00Z");
                 n += 1;
             })
             .is_some()

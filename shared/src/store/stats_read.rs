@@ -81,11 +81,9 @@ fn history_sql(server_level: bool) -> String {
     let no_gauge = "NULL::float8, NULL::int8, NULL::int4, NULL::float8, NULL::int4, NULL::float8, NULL::float8, \
                     NULL::int4, NULL::int4, NULL::int4";
     let db_filter = if server_level { "" } else { "AND datname = $2" };
-    // Scalar subqueries (init plans), not a join: their values bound the index scans and prune
-    // partitions at execution.
-    let mark = |source: &str| {
-        format!("(SELECT done_until FROM stat_rollup_state WHERE server_id = $1 AND source = '{source}')")
-    };
+    // A STABLE function, not a subquery: evaluated at executor start-up, it prunes the monthly
+    // partitions before they are opened (see migrations/0007_history_read.sql).
+    let mark = |source: &str| format!("pgmon_rollup_done($1, '{source}')");
     let (ws, wz, wd, wa) = (
         mark("stat_database"),
         mark("db_size"),
@@ -145,18 +143,62 @@ const C0: usize = 8;
 const G0: usize = C0 + COUNTERS;
 const A0: usize = G0 + 10;
 
-/// Adds the records of chunk data that fall in the window to their buckets.
-fn add_records(data: &[u8], w: &Window, buckets: &mut BTreeMap<DateTime<Utc>, Acc>) -> Result<()> {
-    super::chunk::decode(data, |t, acc| {
-        if t >= w.first && t < w.end {
-            buckets
-                .entry(rates::bucket_start(t, w.step_secs))
-                .or_default()
-                .merge(&acc);
+/// The window's buckets, one slot per step: a read folds thousands of records and slots into them,
+/// and indexing by integer time is several times cheaper than a map keyed by timestamps.
+struct Grid {
+    first_us: i64,
+    step_us: i64,
+    accs: Vec<Acc>,
+    seen: Vec<bool>,
+}
+
+impl Grid {
+    fn new(w: &Window) -> Self {
+        let n = usize::try_from((w.end - w.first).num_seconds() / w.step_secs.max(1)).unwrap_or(0);
+        Self {
+            first_us: w.first.timestamp_micros(),
+            step_us: w.step_secs.max(1) * 1_000_000,
+            accs: vec![Acc::default(); n],
+            seen: vec![false; n],
         }
-    })
-    .ok_or_else(|| sqlx::Error::Decode("stat_rollup_chunk: data is not a whole number of records".into()))?;
-    Ok(())
+    }
+
+    /// The bucket holding `t_us` (microseconds since the Unix epoch); `None` outside the window.
+    fn at(&mut self, t_us: i64) -> Option<&mut Acc> {
+        let i = usize::try_from((t_us - self.first_us).div_euclid(self.step_us)).ok()?;
+        *self.seen.get_mut(i)? = true;
+        self.accs.get_mut(i)
+    }
+
+    fn add(&mut self, t: DateTime<Utc>, acc: &Acc) {
+        if let Some(b) = self.at(t.timestamp_micros()) {
+            b.merge(acc);
+        }
+    }
+
+    /// Adds the records of chunk data (see [`super::chunk`]) that fall in the window.
+    fn add_records(&mut self, data: &[u8]) -> Result<()> {
+        super::chunk::decode(data, |t_us, acc| {
+            if let Some(b) = self.at(t_us) {
+                b.merge(&acc);
+            }
+        })
+        .ok_or_else(|| {
+            sqlx::Error::Decode("stat_rollup_chunk: data is not a whole number of records".into())
+        })?;
+        Ok(())
+    }
+
+    /// The buckets that received anything, in order.
+    fn into_buckets(self, w: &Window) -> Buckets {
+        self.accs
+            .into_iter()
+            .zip(self.seen)
+            .enumerate()
+            .filter(|(_, (_, seen))| *seen)
+            .map(|(i, (acc, _))| (w.first + TimeDelta::seconds(w.step_secs * i as i64), acc))
+            .collect()
+    }
 }
 
 fn sample_from_row(row: &PgRow) -> Result<(String, Sample)> {
@@ -242,12 +284,12 @@ fn fold_history(
     server_level: bool,
     w: &Window,
 ) -> Result<Option<Buckets>> {
-    let mut buckets: BTreeMap<DateTime<Utc>, Acc> = BTreeMap::new();
+    let mut grid = Grid::new(w);
     let mut per_db: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
     let mut done: Option<DateTime<Utc>> = None;
     let mut found = !held.is_empty();
     for (_, data) in held {
-        add_records(data, w, &mut buckets)?;
+        grid.add_records(data)?;
     }
     for row in rows {
         let kind: i32 = row.try_get(0)?;
@@ -258,7 +300,7 @@ fn fold_history(
         }
         found = true;
         if kind == CHUNK || kind == TAIL {
-            add_records(row.try_get(A0)?, w, &mut buckets)?;
+            grid.add_records(row.try_get(A0)?)?;
             continue;
         }
         if kind == RAW {
@@ -266,7 +308,9 @@ fn fold_history(
             per_db.entry(name).or_default().push(s);
             continue;
         }
-        let acc = buckets.entry(rates::bucket_start(t, w.step_secs)).or_default();
+        let Some(acc) = grid.at(t.timestamp_micros()) else {
+            continue;
+        };
         match kind {
             SIZE => {
                 acc.size_sum += row.try_get::<f64, _>(G0 + 3)?;
@@ -287,8 +331,8 @@ fn fold_history(
     if !found {
         return Ok(None);
     }
-    add_raw_deltas(per_db, server_level, w, done, &mut buckets);
-    Ok(Some(buckets.into_iter().collect()))
+    add_raw_deltas(per_db, server_level, w, done, &mut grid);
+    Ok(Some(grid.into_buckets(w)))
 }
 
 /// Counter deltas of the raw slots newer than the rollup watermark `done`.
@@ -297,7 +341,7 @@ fn add_raw_deltas(
     server_level: bool,
     w: &Window,
     done: Option<DateTime<Utc>>,
-    buckets: &mut BTreeMap<DateTime<Utc>, Acc>,
+    grid: &mut Grid,
 ) {
     let keep = |slot: DateTime<Utc>| slot >= w.first && done.is_none_or(|d| slot > d);
     let deltas: Vec<Vec<SlotDelta>> = per_db
@@ -309,10 +353,7 @@ fn add_raw_deltas(
         .collect();
     if !server_level {
         for d in deltas.iter().flatten().filter(|d| keep(d.slot)) {
-            buckets
-                .entry(rates::bucket_start(d.slot, w.step_secs))
-                .or_default()
-                .merge(&rates::db_slot(d));
+            grid.add(d.slot, &rates::db_slot(d));
         }
         return;
     }
@@ -321,10 +362,7 @@ fn add_raw_deltas(
         by_slot.entry(d.slot).or_default().push(d);
     }
     for (slot, ds) in by_slot {
-        buckets
-            .entry(rates::bucket_start(slot, w.step_secs))
-            .or_default()
-            .merge(&rates::server_slot(&ds));
+        grid.add(slot, &rates::server_slot(&ds));
     }
 }
 
