@@ -132,11 +132,11 @@ mod tests {
 
     #[test]
     fn stat_rollup_rec_is_the_record() {
-        let migration = include_str!("../../../migrations/0007_history_read.sql");
+        let migration = include_str!("../../../migrations/0007_rollup_records.sql");
         let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(
             flat(migration).contains(&format!("GENERATED ALWAYS AS ( {} ) STORED", record_sql())),
-            "0007_history_read.sql must compute rec with record_sql()"
+            "0007_rollup_records.sql must compute rec with record_sql()"
         );
     }
 

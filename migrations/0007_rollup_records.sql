@@ -14,16 +14,3 @@ ALTER TABLE stat_rollup ADD COLUMN rec bytea GENERATED ALWAYS AS (
     float8send(disk_total_sum) || int4send(disk_n) || int4send(up_n) || int4send(avail_n)
 ) STORED;
 
--- A rollup watermark (`stat_rollup_state.done_until`) for the history statement. As an inline
--- subquery its value is only known during execution, so PostgreSQL initialised an index scan on
--- every monthly partition of the raw tables and pruned them only then; a STABLE function call is
--- evaluated at executor start-up, which prunes the partitions before they are opened (a third of a
--- 7-day read's store time). plpgsql, not sql: PostgreSQL 15 plans an sql function's body again at
--- every call, plpgsql once per session. STABLE: it reads the calling statement's snapshot, so the
--- statement stays one consistent read.
-CREATE FUNCTION pgmon_rollup_done(p_server bigint, p_source text) RETURNS timestamptz
-LANGUAGE plpgsql STABLE STRICT AS $$
-BEGIN
-    RETURN (SELECT done_until FROM stat_rollup_state WHERE server_id = p_server AND source = p_source);
-END
-$$;
