@@ -313,8 +313,8 @@ async fn rates_survive_resets_restarts_and_gaps_before_and_after_rollups() {
     assert_eq!(unpacked_day, packed_day);
 
     // A packed chunk never changes, so the API keeps the chunks it has read: with them deleted from
-    // the store (as retention would), it still answers from memory, while an API started without the
-    // cache finds nothing there.
+    // the store (as retention would), it still answers from memory, while a freshly started API, its
+    // cache empty, finds nothing there.
     sqlx::query("DELETE FROM stat_rollup_chunk WHERE server_id = $1 AND res = 0")
         .bind(server)
         .execute(&pool)
@@ -322,16 +322,9 @@ async fn rates_survive_resets_restarts_and_gaps_before_and_after_rollups() {
         .expect("delete chunks");
     let (_, cached_db) = http::call("GET", &db_url, Some(&viewer), None).await;
     assert_eq!(raw_db, cached_db);
-    let uncached = Proc::spawn_env(
-        &pgmon_tests::bin("pgmon-api"),
-        &env.config_path,
-        &["serve"],
-        "pgmon-api listening on ",
-        &[("PGMON_API__HISTORY_CACHE_MB", "0")],
-    )
-    .await;
+    let fresh = env.spawn_api().await;
     let path = format!("/server/prod/db/app/stats?{}", q(from, to, 600));
-    let (s, v) = http::call("GET", &uncached.url(&path), Some(&viewer), None).await;
+    let (s, v) = http::call("GET", &fresh.url(&path), Some(&viewer), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(floats(&v, "commits_per_sec").iter().all(Option::is_none), "{v}");
 
