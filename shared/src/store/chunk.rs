@@ -1,5 +1,8 @@
 //! The record format of `stat_rollup_chunk.data` (see migrations/0006_rollup_chunks.sql): written by
-//! SQL in `rollups`, read here. Both sides are generated from [`FIELDS`], so they cannot disagree.
+//! the store itself, as the generated column `stat_rollup.rec` (migrations/0007_rollup_records.sql)
+//! that `rollups::pack` moves into chunks, and read here. The reader and [`record_sql`] both follow
+//! the field list below, and a test holds the migration's expression to [`record_sql`], so the two
+//! sides cannot disagree.
 
 use crate::stats::rates::{Acc, COUNTER_NAMES, COUNTERS};
 
@@ -56,7 +59,7 @@ pub fn record_len() -> usize {
     fields().map(|(_, k)| k.width()).sum()
 }
 
-/// SQL expression turning one stat_rollup row into its record.
+/// SQL expression turning one stat_rollup row into its record: the expression of `stat_rollup.rec`.
 pub fn record_sql() -> String {
     fields()
         .map(|(n, k)| format!("{}({n})", k.send_fn()))
