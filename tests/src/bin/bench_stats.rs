@@ -2,7 +2,8 @@
 //! generated with SQL straight into a fresh store, rolled up, then loaded with 64 concurrent clients.
 //! Prints req/s, p50 and p99 per scenario for: the API (`API`), the rollup scan it runs as plain SQL
 //! (`SQL`), and the store call the handler makes, i.e. that statement plus the rate computation
-//! (`STORE`); first with 64 concurrent clients, then with one (`x1`: the time of one request).
+//! (`STORE`); first with 64 concurrent clients, then with one (`x1`: the time of one request, also
+//! from a pgmon-api with its chunk cache off).
 //! Also pgmon-api's RSS. Run through `scripts/bench-stats.sh`.
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -184,6 +185,16 @@ async fn main() {
     let env = TestEnv::with_db(db, "login_attempts_per_minute = 1000000000", "");
     let api = env.spawn_api().await; // migrates the store
     let pid = api.child.id();
+    // A second pgmon-api with the chunk cache off: the time of one request that reads every chunk
+    // from the store, as after a restart.
+    let uncached = pgmon_tests::Proc::spawn_env(
+        &pgmon_tests::bin("pgmon-api"),
+        &env.config_path,
+        &["serve"],
+        "pgmon-api listening on ",
+        &[("PGMON_API__HISTORY_CACHE_MB", "0")],
+    )
+    .await;
     // Pooled like pgmon-api's store pool (10 connections, no ping before each query).
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(10)
@@ -263,22 +274,27 @@ async fn main() {
             .expect("json");
         let points = sample["time"].as_array().map_or(0, Vec::len);
         let step = sample["step"].as_i64().unwrap_or(0);
-        let api_job = move |i: u64| {
-            let s = i % SERVERS as u64;
-            let d = 1 + (i / SERVERS as u64) % DBS as u64;
-            let url = if per_db {
-                format!("{base}/server/srv{s}/db/db{d}/stats?from={from}&to={to}")
-            } else {
-                format!("{base}/server/srv{s}/stats?from={from}&to={to}")
-            };
-            let req = client.get(url).bearer_auth(token.clone());
-            async move {
-                match req.send().await {
-                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-                    _ => false,
+        let job_for = |base: String| {
+            let (token, client, from, to) = (token.clone(), client.clone(), from.clone(), to.clone());
+            move |i: u64| {
+                let s = i % SERVERS as u64;
+                let d = 1 + (i / SERVERS as u64) % DBS as u64;
+                let url = if per_db {
+                    format!("{base}/server/srv{s}/db/db{d}/stats?from={from}&to={to}")
+                } else {
+                    format!("{base}/server/srv{s}/stats?from={from}&to={to}")
+                };
+                let req = client.get(url).bearer_auth(token.clone());
+                async move {
+                    match req.send().await {
+                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                        _ => false,
+                    }
                 }
             }
         };
+        let api_job = job_for(base.clone());
+        let uncached_job = job_for(uncached.base.clone());
         let out = load(CLIENTS, secs, api_job.clone()).await;
         out.print(&format!("API  {label}"));
         println!(
@@ -325,6 +341,9 @@ async fn main() {
             .print(&format!("STORE {label}"));
         // One client: the time of one request, without queueing.
         load(1, 3, api_job).await.print(&format!("API  x1 {label}"));
+        load(1, 3, uncached_job)
+            .await
+            .print(&format!("API  x1 no chunk cache {label}"));
         load(1, 3, sql_job).await.print(&format!("SQL  x1 {label}"));
         load(1, 3, fold_job).await.print(&format!("STORE x1 {label}"));
     }
