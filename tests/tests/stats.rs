@@ -705,3 +705,96 @@ async fn pgbench_commits_between_two_collector_runs_match_pg_stat_database() {
     .execute(&admin)
     .await;
 }
+
+/// Stats every 10 minutes (1 commit/s) and sizes every 30 minutes for database `app`, slots `from..=to`
+/// counted from `t0`.
+async fn put_series(
+    pool: &PgPool,
+    server: i64,
+    t0: DateTime<Utc>,
+    stats: (i32, i32),
+    sizes: Option<(i32, i32)>,
+) {
+    sqlx::query(
+        "INSERT INTO stat_database (server_id, slot, datid, datname, collected_at, postmaster_start,
+             numbackends, xact_commit, xact_rollback, blks_read, blks_hit, tup_returned, tup_fetched,
+             tup_inserted, tup_updated, tup_deleted, conflicts, temp_files, temp_bytes, deadlocks)
+         SELECT $1, $2 + n * interval '10 min', 1, 'app', $2 + n * interval '10 min', $2 - interval '1 day',
+                1, n * 600, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+         FROM generate_series($3, $4) n",
+    )
+    .bind(server)
+    .bind(t0)
+    .bind(stats.0)
+    .bind(stats.1)
+    .execute(pool)
+    .await
+    .expect("stats");
+    if let Some((from, to)) = sizes {
+        sqlx::query(
+            "INSERT INTO db_size (server_id, slot, datname, collected_at, size_bytes)
+             SELECT $1, $2 + n * interval '30 min', 'app', $2 + n * interval '30 min', 1000000 + n
+             FROM generate_series($3, $4) n",
+        )
+        .bind(server)
+        .bind(t0)
+        .bind(from)
+        .bind(to)
+        .execute(pool)
+        .await
+        .expect("sizes");
+    }
+}
+
+async fn packed_until(pool: &PgPool, server: i64) -> Option<DateTime<Utc>> {
+    sqlx::query_scalar("SELECT packed_until FROM stat_rollup_packed WHERE server_id = $1 AND res = 0")
+        .bind(server)
+        .fetch_optional(pool)
+        .await
+        .expect("packed_until")
+}
+
+#[tokio::test]
+async fn packing_follows_the_slowest_source_but_not_a_stopped_one() {
+    let (env, api, [_, _, viewer]) = setup("").await;
+    let pool = env.db.pool().await;
+    let server = add_server(&pool, "prod", 5432, "postgres").await;
+    let now = Utc::now().timestamp();
+    let t0 = DateTime::from_timestamp(now - now % 43200 - 4 * 86400, 0).expect("t0");
+    sqlx::query("SELECT pgmon_ensure_partitions($1, $2)")
+        .bind(t0)
+        .bind(t0 + TimeDelta::days(3))
+        .execute(&pool)
+        .await
+        .expect("partitions");
+    let h = |hours: i64| t0 + TimeDelta::hours(hours);
+
+    // Stats up to 36 h, sizes (every 30 min) up to 35.5 h: every source is 2 h past 24 h, so the
+    // slots before it are packed (a fixed margin behind the newest slot would have stopped at 12 h).
+    put_series(&pool, server, t0, (0, 216), Some((0, 71))).await;
+    let url = api.url(&format!("/server/prod/db/app/stats?{}", q(h(0), h(36), 1800)));
+    let (s, raw) = http::call("GET", &url, Some(&viewer), None).await;
+    assert_eq!(s, StatusCode::OK, "{raw}");
+    pgmon_shared::store::rollups::refresh_rollups(&pool)
+        .await
+        .expect("refresh");
+    assert_eq!(packed_until(&pool, server).await, Some(h(24)));
+    let (_, packed) = http::call("GET", &url, Some(&viewer), None).await;
+    assert_eq!(raw, packed, "packing changes no answer");
+    let commits = floats(&packed, "commits_per_sec");
+    assert!(commits[1..].iter().all(|c| *c == Some(1.0)), "{commits:?}");
+    assert_eq!(floats(&packed, "size_bytes")[47], Some(1_000_047.0));
+
+    // Sizes stop, stats go on to 60 h: packing waits for the sizes at most 12 h, then goes on.
+    put_series(&pool, server, t0, (217, 360), None).await;
+    pgmon_shared::store::rollups::refresh_rollups(&pool)
+        .await
+        .expect("refresh");
+    assert_eq!(packed_until(&pool, server).await, Some(h(36)));
+    let url = api.url(&format!("/server/prod/db/app/stats?{}", q(h(0), h(60), 1800)));
+    let (_, v) = http::call("GET", &url, Some(&viewer), None).await;
+    let commits = floats(&v, "commits_per_sec");
+    assert!(commits[1..].iter().all(|c| *c == Some(1.0)), "{commits:?}");
+    assert_eq!(floats(&v, "size_bytes")[71], Some(1_000_071.0));
+    assert_eq!(floats(&v, "size_bytes")[72], None);
+}
