@@ -288,12 +288,14 @@ fn rfc3339_times<S: serde::Serializer>(times: &[DateTime<Utc>], ser: S) -> Resul
                 v /= 10;
             }
         };
-        put(0, 4, t.year().unsigned_abs());
-        put(5, 2, t.month());
-        put(8, 2, t.day());
-        put(11, 2, t.hour());
-        put(14, 2, t.minute());
-        put(17, 2, t.second());
+        // The naive parts once: every accessor of `DateTime<Utc>` applies the offset again.
+        let (d, tm) = (t.naive_utc().date(), t.naive_utc().time());
+        put(0, 4, d.year().unsigned_abs());
+        put(5, 2, d.month());
+        put(8, 2, d.day());
+        put(11, 2, tm.hour());
+        put(14, 2, tm.minute());
+        put(17, 2, tm.second());
         seq.serialize_element(std::str::from_utf8(&b).unwrap_or_default())?;
     }
     seq.end()
