@@ -373,16 +373,21 @@ pub fn python_fernet(op: &str, key: &str, text: &str) -> String {
         "import sys; from cryptography.fernet import Fernet; \
          print(Fernet(sys.argv[1].encode()).{op}(sys.argv[2].encode()).decode(), end='')"
     );
-    let out = Command::new("python3")
-        .args(["-c", &script, key, text])
-        .output()
-        .expect("python3 with cryptography");
+    output_ok(
+        Command::new("python3").args(["-c", &script, key, text]),
+        "python3 with cryptography",
+    )
+}
+
+/// Runs `cmd`, panicking with `what` and its stderr unless it succeeds; returns its stdout.
+pub fn output_ok(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
     assert!(
         out.status.success(),
-        "python: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf-8")
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Figures for the benchmark binaries.

@@ -85,16 +85,10 @@ fn create_user_with_password() -> Result<(), String> {
 
 /// Runs `ssh-keygen` with `args`, panicking with its stderr on failure.
 pub fn ssh_keygen(args: &[&str]) -> String {
-    let out = Command::new("ssh-keygen")
-        .args(args)
-        .output()
-        .expect("run ssh-keygen");
-    assert!(
-        out.status.success(),
-        "ssh-keygen {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crate::output_ok(
+        Command::new("ssh-keygen").args(args),
+        &format!("ssh-keygen {args:?}"),
+    )
 }
 
 /// `SHA256:...` of a public key file, as `ssh-keygen -l -E sha256` prints it.

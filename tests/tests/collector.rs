@@ -827,15 +827,9 @@ async fn tells_systemd_ready_feeds_the_watchdog_and_stops_cleanly() {
 }
 
 fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    pgmon_tests::output_ok(
+        std::process::Command::new("openssl").args(args).current_dir(dir),
+        &format!("openssl {args:?}"),
     );
 }
 
@@ -950,16 +944,16 @@ async fn sslmodes_check_what_libpq_checks() {
             .expect("sslmode");
         expect.push((name, id, up));
     }
-    let out = std::process::Command::new(bin("pgmon-collector"))
-        .arg("--config")
-        .arg(&env.config_path)
-        .args(["once", "--task", "stats"])
-        .env_remove("PGMON_TEST_PG_URL")
-        .env_remove("PGMON_CONFIG")
-        .env("PGSSLROOTCERT", d.join("ca.pem"))
-        .output()
-        .expect("run once");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    pgmon_tests::output_ok(
+        std::process::Command::new(bin("pgmon-collector"))
+            .arg("--config")
+            .arg(&env.config_path)
+            .args(["once", "--task", "stats"])
+            .env_remove("PGMON_TEST_PG_URL")
+            .env_remove("PGMON_CONFIG")
+            .env("PGSSLROOTCERT", d.join("ca.pem")),
+        "pgmon-collector once --task stats",
+    );
     for (name, id, up) in expect {
         let (got, class): (bool, Option<String>) =
             sqlx::query_as("SELECT up, error_class FROM availability WHERE server_id = $1")

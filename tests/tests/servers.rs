@@ -404,17 +404,13 @@ impl ScramCluster {
             .status()
             .expect("chown");
         assert!(chown.success());
-        let out = Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{PG_BIN}/initdb"), "-D"])
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=scram-sha-256", "--pwfile"])
-            .arg(&pwfile)
-            .output()
-            .expect("initdb");
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
+        pgmon_tests::output_ok(
+            Command::new("runuser")
+                .args(["-u", "postgres", "--", &format!("{PG_BIN}/initdb"), "-D"])
+                .arg(&data)
+                .args(["-U", "postgres", "--auth=scram-sha-256", "--pwfile"])
+                .arg(&pwfile),
+            "initdb",
         );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

@@ -271,10 +271,7 @@ async fn rates_survive_resets_restarts_and_gaps_before_and_after_rollups() {
         "{unpacked_day}"
     );
     let far = slots[0] + TimeDelta::days(62);
-    sqlx::query("SELECT pgmon_ensure_partitions($1, $2)")
-        .bind(far)
-        .bind(far + TimeDelta::days(1))
-        .execute(&pool)
+    pgmon_shared::store::stats::ensure_partitions(&pool, far, far + TimeDelta::days(1))
         .await
         .expect("partitions");
     for db in ["app", "web"] {
@@ -637,15 +634,11 @@ async fn pgbench_commits_between_two_collector_runs_match_pg_stat_database() {
     let base = pgmon_tests::pg_admin_url();
     let bench_url = format!("{}/{bench}", base.rsplit_once('/').expect("url").0);
     let pgbench = |args: &[&str]| {
-        let out = std::process::Command::new("/usr/bin/pgbench")
-            .args(args)
-            .arg(&bench_url)
-            .output()
-            .expect("pgbench");
-        assert!(
-            out.status.success(),
-            "pgbench: {}",
-            String::from_utf8_lossy(&out.stderr)
+        pgmon_tests::output_ok(
+            std::process::Command::new("/usr/bin/pgbench")
+                .args(args)
+                .arg(&bench_url),
+            "pgbench",
         );
     };
     pgbench(&["-i", "-q", "-s", "1"]);
@@ -761,10 +754,7 @@ async fn packing_follows_the_slowest_source_but_not_a_stopped_one() {
     let server = add_server(&pool, "prod", 5432, "postgres").await;
     let now = Utc::now().timestamp();
     let t0 = DateTime::from_timestamp(now - now % 43200 - 4 * 86400, 0).expect("t0");
-    sqlx::query("SELECT pgmon_ensure_partitions($1, $2)")
-        .bind(t0)
-        .bind(t0 + TimeDelta::days(3))
-        .execute(&pool)
+    pgmon_shared::store::stats::ensure_partitions(&pool, t0, t0 + TimeDelta::days(3))
         .await
         .expect("partitions");
     let h = |hours: i64| t0 + TimeDelta::hours(hours);

@@ -87,10 +87,7 @@ async fn generate(pool: &PgPool, now: DateTime<Utc>) -> Vec<i64> {
     let t0 = now - TimeDelta::days(365);
     let t0 = DateTime::from_timestamp(t0.timestamp() - t0.timestamp() % 600, 0).expect("t0");
     let slots = 365 * 144;
-    sqlx::query("SELECT pgmon_ensure_partitions($1, $2)")
-        .bind(t0)
-        .bind(now + TimeDelta::days(31))
-        .execute(pool)
+    pgmon_shared::store::stats::ensure_partitions(pool, t0, now + TimeDelta::days(31))
         .await
         .expect("partitions");
     let mut ids = Vec::new();
