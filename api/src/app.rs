@@ -104,7 +104,7 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
         crypto: Arc::new(crypto),
         hasher,
         remote: crate::remote_pools::RemotePools::start(cfg.pools.clone()),
-        cache: crate::store_cache::StoreCache::new(),
+        cache: crate::store_cache::StoreCache::new(cfg.api.history_response_cache_mb as usize * 1024 * 1024),
         chunks: Arc::new(ChunkCache::new(cfg.api.history_cache_mb as usize * 1024 * 1024)),
         cfg: Arc::new(cfg),
         started: Instant::now(),

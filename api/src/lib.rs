@@ -4,6 +4,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod error;
+pub mod history_cache;
 pub mod payload;
 pub mod remote_pools;
 pub mod routes;

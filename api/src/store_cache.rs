@@ -1,6 +1,7 @@
 //! In-process copies of the two store rows nearly every request reads: the caller's auth state (by
 //! access-token id) and a server (by name). Without them a history read made three store round
-//! trips, two of them for rows that change a few times a day.
+//! trips, two of them for rows that change a few times a day. The same listener keeps whole history
+//! answers current ([`crate::history_cache`]), per server, from `NOTIFY pgmon_stats`.
 //!
 //! Kept correct by `LISTEN`: every change to a user, a token family or a server sends
 //! `NOTIFY pgmon_auth` / `NOTIFY pgmon_servers` in the changing transaction (see
@@ -11,7 +12,10 @@
 //! entry lives longer than [`TTL`]. Another API instance's logout therefore takes effect here as soon
 //! as PostgreSQL delivers the notification (milliseconds); this instance's own changes, at once.
 
+use crate::history_cache::{self, HistoryCache};
+use bytes::Bytes;
 use pgmon_shared::store::servers::{NOTIFY_CHANNEL as SERVERS_CHANNEL, ServerRow};
+use pgmon_shared::store::stats::STATS_CHANNEL;
 use pgmon_shared::store::tokens::{AUTH_CHANNEL, AuthState};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -68,24 +72,29 @@ struct Inner {
     generation: AtomicU64,
     auth: Map<Uuid, AuthState>,
     servers: Map<String, ServerRow>,
+    history: HistoryCache,
 }
 
 impl StoreCache {
-    pub fn new() -> Self {
+    /// `history_bytes` bounds the history answers kept (0: none).
+    pub fn new(history_bytes: usize) -> Self {
         Self(Arc::new(Inner {
             listening: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             auth: Map::new(),
             servers: Map::new(),
+            history: HistoryCache::new(history_bytes),
         }))
+    }
+
+    fn listening(&self) -> bool {
+        self.0.listening.load(Ordering::Acquire)
     }
 
     /// The generation to pass to the `put_*` call after reading the store; `None` while the cache is
     /// not in use (the listener is down).
     pub fn generation(&self) -> Option<u64> {
-        self.0
-            .listening
-            .load(Ordering::Acquire)
+        self.listening()
             .then(|| self.0.generation.load(Ordering::Acquire))
     }
 
@@ -111,6 +120,28 @@ impl StoreCache {
         }
     }
 
+    /// A history answer kept earlier, while the listener runs.
+    pub fn history(&self, key: &history_cache::Key) -> Option<Bytes> {
+        if !self.listening() {
+            return None;
+        }
+        self.0.history.get(key)
+    }
+
+    /// The generation to pass to [`Self::put_history`]: read before computing the answer.
+    pub fn history_generation(&self, server_id: i64) -> Option<u64> {
+        if !self.listening() {
+            return None;
+        }
+        self.0.history.generation(server_id)
+    }
+
+    pub fn put_history(&self, key: history_cache::Key, body: Bytes, read_at: Option<u64>) {
+        if let Some(g) = read_at {
+            self.0.history.put(key, body, g);
+        }
+    }
+
     /// Empties both maps and makes every generation read before now stale.
     pub fn invalidate(&self) {
         self.0.generation.fetch_add(1, Ordering::AcqRel);
@@ -120,8 +151,10 @@ impl StoreCache {
 
     fn set_listening(&self, on: bool) {
         self.invalidate();
+        self.0.history.all_changed();
         self.0.listening.store(on, Ordering::Release);
         self.invalidate();
+        self.0.history.all_changed();
     }
 
     /// Listens for changes until the process ends, reconnecting after a lost connection.
@@ -131,8 +164,12 @@ impl StoreCache {
                 Ok(mut listener) => {
                     self.set_listening(true);
                     // `Ok(None)` is a lost connection; notifications sent meanwhile are lost too.
-                    while let Ok(Some(_)) = listener.try_recv().await {
-                        self.invalidate();
+                    while let Ok(Some(n)) = listener.try_recv().await {
+                        if n.channel() == STATS_CHANNEL {
+                            self.0.history.notified(n.payload());
+                        } else {
+                            self.invalidate();
+                        }
                     }
                     self.set_listening(false);
                     tracing::warn!(
@@ -147,14 +184,10 @@ impl StoreCache {
 
     async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
         let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen_all([AUTH_CHANNEL, SERVERS_CHANNEL]).await?;
+        listener
+            .listen_all([AUTH_CHANNEL, SERVERS_CHANNEL, STATS_CHANNEL])
+            .await?;
         Ok(listener)
-    }
-}
-
-impl Default for StoreCache {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -173,7 +206,7 @@ mod tests {
 
     #[test]
     fn nothing_is_served_without_a_listener() {
-        let c = StoreCache::new();
+        let c = StoreCache::new(0);
         let jti = Uuid::new_v4();
         c.put_auth(jti, state(1), c.generation());
         assert!(c.auth(jti).is_none());
@@ -185,8 +218,35 @@ mod tests {
     }
 
     #[test]
+    fn history_answers_need_the_listener_and_go_when_it_is_lost() {
+        let c = StoreCache::new(1 << 20);
+        let key = history_cache::Key {
+            server_id: 7,
+            server: "prod".into(),
+            database: None,
+            first_us: 0,
+            end_us: 600_000_000,
+            step_secs: 600,
+        };
+        assert_eq!(c.history_generation(7), None);
+        c.put_history(key.clone(), Bytes::from_static(b"{}"), c.history_generation(7));
+        c.set_listening(true);
+        assert!(c.history(&key).is_none());
+        c.put_history(key.clone(), Bytes::from_static(b"{}"), c.history_generation(7));
+        assert_eq!(c.history(&key).as_deref(), Some(&b"{}"[..]));
+        c.invalidate(); // a user or server change leaves stats answers alone
+        assert!(c.history(&key).is_some());
+        c.set_listening(false);
+        c.set_listening(true);
+        assert!(
+            c.history(&key).is_none(),
+            "notifications may have been lost meanwhile"
+        );
+    }
+
+    #[test]
     fn a_notification_during_a_read_keeps_the_read_value_out() {
-        let c = StoreCache::new();
+        let c = StoreCache::new(0);
         c.set_listening(true);
         let jti = Uuid::new_v4();
         let read_at = c.generation();

@@ -89,6 +89,9 @@ pub struct ApiConfig {
     pub bcrypt_cost: u32,
     /// Memory for packed history chunks held by the API (see `store::chunk_cache`); 0 turns it off.
     pub history_cache_mb: u32,
+    /// Memory for whole history answers held by the API until their server's data changes (see
+    /// pgmon-api's `history_cache`); 0 turns it off.
+    pub history_response_cache_mb: u32,
 }
 
 impl Default for ApiConfig {
@@ -105,6 +108,7 @@ impl Default for ApiConfig {
             login_attempts_per_minute: 5,
             bcrypt_cost: 12,
             history_cache_mb: 128,
+            history_response_cache_mb: 64,
         }
     }
 }

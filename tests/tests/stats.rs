@@ -788,3 +788,90 @@ async fn packing_follows_the_slowest_source_but_not_a_stopped_one() {
     assert_eq!(floats(&v, "size_bytes")[71], Some(1_000_071.0));
     assert_eq!(floats(&v, "size_bytes")[72], None);
 }
+
+/// GET with a deadline: `None` when no answer came in time.
+async fn get_within(url: &str, token: &str, secs: u64) -> Option<(StatusCode, Value)> {
+    let resp = http::client()
+        .get(url)
+        .bearer_auth(token)
+        .timeout(std::time::Duration::from_secs(secs))
+        .send()
+        .await
+        .ok()?;
+    let status = resp.status();
+    Some((status, resp.json().await.ok()?))
+}
+
+/// The answer to `url`, asked every 100 ms until `until` holds (at most 5 s).
+async fn poll_until(url: &str, token: &str, until: impl Fn(StatusCode, &Value) -> bool) -> Option<Value> {
+    for _ in 0..50 {
+        let (s, v) = get_within(url, token, 10).await.expect("answer");
+        if until(s, &v) {
+            return Some(v);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn history_answers_are_kept_until_the_servers_data_changes() {
+    let (env, api, [_, _, viewer]) = setup("").await;
+    let pool = env.db.pool().await;
+    let server = add_server(&pool, "prod", 5432, "postgres").await;
+    let slots = load_story(&pool, server).await;
+    let (from, to) = (slots[0], slots[23] + TimeDelta::minutes(10));
+    let url = api.url(&format!("/server/prod/db/app/stats?{}", q(from, to, 600)));
+    let (s, first) = get_within(&url, &viewer, 10).await.expect("first answer");
+    assert_eq!(s, StatusCode::OK, "{first}");
+    assert_story_db(&first, &slots);
+
+    // While the stats tables are locked, the answer given before still comes, from memory; an
+    // answer not given before waits for the store.
+    let mut lock = pool.begin().await.expect("begin");
+    sqlx::query(
+        "LOCK TABLE stat_database, availability, db_size, disk_usage, stat_rollup, stat_rollup_chunk,
+                    stat_rollup_state IN ACCESS EXCLUSIVE MODE",
+    )
+    .execute(&mut *lock)
+    .await
+    .expect("lock");
+    let kept = get_within(&url, &viewer, 5).await;
+    assert_eq!(kept, Some((StatusCode::OK, first.clone())));
+    let other = api.url(&format!("/server/prod/db/app/stats?{}", q(from, to, 1200)));
+    assert!(
+        get_within(&other, &viewer, 2).await.is_none(),
+        "answered without the store"
+    );
+    lock.rollback().await.expect("unlock");
+
+    // Any write to the server's rows, by whoever, replaces the kept answer: here a snapshot deleted
+    // by hand, which turns slots 5 and 6 into gaps.
+    sqlx::query("DELETE FROM stat_database WHERE server_id = $1 AND datname = 'app' AND slot = $2")
+        .bind(server)
+        .bind(slots[5])
+        .execute(&pool)
+        .await
+        .expect("delete a snapshot");
+    let changed = poll_until(&url, &viewer, |_, v| *v != first)
+        .await
+        .expect("the answer never changed after the delete");
+    let commits = floats(&changed, "commits_per_sec");
+    assert_eq!(commits[5], None, "{commits:?}");
+    assert!((commits[4].expect("slot 4") - 1.0).abs() < 0.01, "{commits:?}");
+
+    // Retention drops whole partitions, which fires no trigger; it notifies every server instead.
+    // With every row of the database gone, the database is unknown.
+    let month_end: DateTime<Utc> =
+        sqlx::query_scalar("SELECT date_trunc('month', $1::timestamptz, 'UTC') + interval '1 month'")
+            .bind(slots[23])
+            .fetch_one(&pool)
+            .await
+            .expect("month end");
+    let dropped = pgmon_shared::store::stats::drop_partitions_before(&pool, month_end)
+        .await
+        .expect("drop partitions");
+    assert!(dropped > 0);
+    let gone = poll_until(&url, &viewer, |s, _| s == StatusCode::NOT_FOUND).await;
+    assert!(gone.is_some(), "the answer still shows the dropped partitions");
+}

@@ -3,6 +3,7 @@
 
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
+use crate::history_cache;
 use crate::payload::SerdeJson;
 use crate::state::AppState;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -433,10 +434,7 @@ impl StatsApi {
     ) -> ApiResult<SerdeJson<Series>> {
         let w = window(&state, from.0, to.0, step.0)?;
         let server = server_by_name(&state, &name).await?;
-        let buckets = stats_read::history(&state.pool, &state.chunks, server.id, None, &w)
-            .await?
-            .unwrap_or_default();
-        Ok(SerdeJson(series(server.name, None, &w, &buckets)))
+        history_answer(&state, server, None, &w).await
     }
 
     /// History of one database of a server (same parameters as the server's).
@@ -454,13 +452,7 @@ impl StatsApi {
     ) -> ApiResult<SerdeJson<Series>> {
         let w = window(&state, from.0, to.0, step.0)?;
         let server = server_by_name(&state, &name).await?;
-        // Data in the range proves the database exists; only an empty answer needs the check.
-        let buckets = match stats_read::history(&state.pool, &state.chunks, server.id, Some(&db), &w).await? {
-            Some(b) => b,
-            None if stats_read::database_known(&state.pool, server.id, &db).await? => Vec::new(),
-            None => return Err(db_not_found(&name, &db)),
-        };
-        Ok(SerdeJson(series(server.name, Some(db.0), &w, &buckets)))
+        history_answer(&state, server, Some(db.0), &w).await
     }
 
     /// One database: when it was seen, its size and growth, the latest counters, age(datfrozenxid).
@@ -510,6 +502,42 @@ pub(crate) async fn server_by_name(state: &AppState, name: &str) -> ApiResult<Se
         .ok_or_else(|| ApiError::not_found(format!("server {name} not found")))?;
     state.cache.put_server(row.clone(), read_at);
     Ok(row)
+}
+
+/// A history answer: kept from an earlier request if the server's data has not changed since (see
+/// [`crate::history_cache`]), else computed and kept.
+async fn history_answer(
+    state: &AppState,
+    server: ServerRow,
+    database: Option<String>,
+    w: &Window,
+) -> ApiResult<SerdeJson<Series>> {
+    let key = history_cache::Key {
+        server_id: server.id,
+        server: server.name.clone(),
+        database: database.clone(),
+        first_us: w.first.timestamp_micros(),
+        end_us: w.end.timestamp_micros(),
+        step_secs: w.step_secs,
+    };
+    if let Some(body) = state.cache.history(&key) {
+        return Ok(SerdeJson::from_bytes(body));
+    }
+    let read_at = state.cache.history_generation(server.id);
+    let db = database.as_deref();
+    // Data in the range proves the database exists; only an empty answer needs the check.
+    let buckets = match stats_read::history(&state.pool, &state.chunks, server.id, db, w).await? {
+        Some(b) => b,
+        None => match db {
+            Some(d) if !stats_read::database_known(&state.pool, server.id, d).await? => {
+                return Err(db_not_found(&server.name, d));
+            }
+            _ => Vec::new(),
+        },
+    };
+    let out = SerdeJson::new(&series(server.name, database, w, &buckets))?;
+    state.cache.put_history(key, out.bytes().clone(), read_at);
+    Ok(out)
 }
 
 fn db_not_found(server: &str, db: &str) -> ApiError {

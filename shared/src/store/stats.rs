@@ -7,6 +7,10 @@
 //! inside their transaction, so a batch lands whole or not at all.
 
 use super::Result;
+
+/// Channel the stats tables' triggers notify on commit, with the id of the server whose rows changed
+/// (`*`: possibly every server's), see migration 0008.
+pub const STATS_CHANNEL: &str = "pgmon_stats";
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use std::borrow::Borrow;

@@ -2,8 +2,10 @@
 //! generated with SQL straight into a fresh store, rolled up, then loaded with 64 concurrent clients.
 //! Prints req/s, p50 and p99 per scenario for: the API (`API`), the rollup scan it runs as plain SQL
 //! (`SQL`), and the store call the handler makes, i.e. that statement plus the rate computation
-//! (`STORE`); first with 64 concurrent clients, then with one (`x1`: the time of one request, also
-//! from a pgmon-api with its chunk cache off).
+//! (`STORE`); first with 64 concurrent clients, then with one (`x1`: the time of one request). The API
+//! runs three times: as configured (`API`: a window asked before is answered from the response
+//! cache), with the response cache off (`API computed`: every answer computed, packed chunks from
+//! memory) and, for one client, with both caches off (`API no caches`, as after a restart).
 //! Also pgmon-api's RSS. Run through `scripts/bench-stats.sh`.
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -182,15 +184,21 @@ async fn main() {
     let env = TestEnv::with_db(db, "login_attempts_per_minute = 1000000000", "");
     let api = env.spawn_api().await; // migrates the store
     let pid = api.child.id();
-    // A second pgmon-api with the chunk cache off: the time of one request that reads every chunk
-    // from the store, as after a restart.
-    let uncached = pgmon_tests::Proc::spawn_env(
-        &pgmon_tests::bin("pgmon-api"),
-        &env.config_path,
-        &["serve"],
-        "pgmon-api listening on ",
-        &[("PGMON_API__HISTORY_CACHE_MB", "0")],
-    )
+    let api_bin = pgmon_tests::bin("pgmon-api");
+    let spawn_with = |env_vars: &'static [(&'static str, &'static str)]| {
+        pgmon_tests::Proc::spawn_env(
+            &api_bin,
+            &env.config_path,
+            &["serve"],
+            "pgmon-api listening on ",
+            env_vars,
+        )
+    };
+    let computed = spawn_with(&[("PGMON_API__HISTORY_RESPONSE_CACHE_MB", "0")]).await;
+    let uncached = spawn_with(&[
+        ("PGMON_API__HISTORY_RESPONSE_CACHE_MB", "0"),
+        ("PGMON_API__HISTORY_CACHE_MB", "0"),
+    ])
     .await;
     // Pooled like pgmon-api's store pool (10 connections, no ping before each query).
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -291,6 +299,7 @@ async fn main() {
             }
         };
         let api_job = job_for(base.clone());
+        let computed_job = job_for(computed.base.clone());
         let uncached_job = job_for(uncached.base.clone());
         let out = load(CLIENTS, secs, api_job.clone()).await;
         out.print(&format!("API  {label}"));
@@ -298,6 +307,9 @@ async fn main() {
             "     ({points} points, step {step} s; pgmon-api RSS now {} KiB)",
             rss_kib(pid)
         );
+        load(CLIENTS, secs, computed_job.clone())
+            .await
+            .print(&format!("API computed {label}"));
 
         // `fold = false`: the statement the API runs, straight from sqlx (the plain-SQL baseline: no
         // rates, no JSON, no HTTP, no authentication); `true`: the store call the handler makes, that
@@ -338,9 +350,12 @@ async fn main() {
             .print(&format!("STORE {label}"));
         // One client: the time of one request, without queueing.
         load(1, 3, api_job).await.print(&format!("API  x1 {label}"));
+        load(1, 3, computed_job)
+            .await
+            .print(&format!("API  x1 computed {label}"));
         load(1, 3, uncached_job)
             .await
-            .print(&format!("API  x1 no chunk cache {label}"));
+            .print(&format!("API  x1 no caches {label}"));
         load(1, 3, sql_job).await.print(&format!("SQL  x1 {label}"));
         load(1, 3, fold_job).await.print(&format!("STORE x1 {label}"));
     }
