@@ -16,8 +16,9 @@
 
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::OwnedMutexGuard;
 
 /// Longest life of an entry, whatever the notifications say.
 pub const TTL: Duration = Duration::from_secs(600);
@@ -74,6 +75,31 @@ impl State {
 pub struct HistoryCache {
     max_bytes: usize,
     state: Mutex<State>,
+    /// One lock per answer being computed: a collector write drops a server's answers while every
+    /// dashboard showing it asks again, and they should cost the store one statement, not one each.
+    computing: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while computing one answer; others asking for it wait, then find it kept.
+pub struct Computing<'a> {
+    cache: &'a HistoryCache,
+    key: Key,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Drop for Computing<'_> {
+    fn drop(&mut self) {
+        let Some(guard) = self.guard.take() else { return };
+        let lock = OwnedMutexGuard::mutex(&guard).clone();
+        drop(guard);
+        if let Ok(mut map) = self.cache.computing.lock() {
+            // Only the map's reference and this one: nobody waits (new arrivals clone under the
+            // map's lock), so the entry can go.
+            if Arc::strong_count(&lock) == 2 {
+                map.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl HistoryCache {
@@ -81,6 +107,26 @@ impl HistoryCache {
         Self {
             max_bytes,
             state: Mutex::new(State::default()),
+            computing: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits until nobody else is computing the answer for `key`, then holds that place until the
+    /// returned value is dropped. The caller looks in the cache again before computing. With the
+    /// cache off nothing would be kept for the waiters, so nobody waits.
+    pub async fn computing(&self, key: &Key) -> Computing<'_> {
+        let lock = match self.computing.lock() {
+            Ok(mut map) if self.max_bytes > 0 => Some(map.entry(key.clone()).or_default().clone()),
+            _ => None,
+        };
+        let guard = match lock {
+            Some(l) => Some(l.lock_owned().await),
+            None => None,
+        };
+        Computing {
+            cache: self,
+            key: key.clone(),
+            guard,
         }
     }
 
@@ -227,6 +273,37 @@ mod tests {
         c.all_changed();
         c.put(key(3, "app"), body(10), g);
         assert!(c.get(&key(3, "app")).is_none());
+    }
+
+    #[tokio::test]
+    async fn one_answer_is_computed_at_a_time_and_its_place_is_freed() {
+        let c = Arc::new(HistoryCache::new(1 << 20));
+        let first = c.computing(&key(1, "app")).await;
+        let waiter = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let _place = c.computing(&key(1, "app")).await;
+                c.get(&key(1, "app")).map(|b| b.len())
+            })
+        };
+        // Another answer is not held up.
+        drop(c.computing(&key(1, "web")).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        let g = c.generation(1).expect("generation");
+        c.put(key(1, "app"), body(10), g);
+        drop(first);
+        assert_eq!(
+            waiter.await.ok().flatten(),
+            Some(10),
+            "the waiter finds the answer kept"
+        );
+        assert!(c.computing.lock().map(|m| m.is_empty()).unwrap_or(false));
+        // With the cache off nothing would be kept for a waiter: nobody waits.
+        let off = HistoryCache::new(0);
+        let _a = off.computing(&key(1, "app")).await;
+        let b = tokio::time::timeout(Duration::from_secs(1), off.computing(&key(1, "app"))).await;
+        assert!(b.is_ok());
     }
 
     #[test]

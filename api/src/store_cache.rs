@@ -136,6 +136,15 @@ impl StoreCache {
         self.0.history.generation(server_id)
     }
 
+    /// Waits while another request computes the same answer (see [`HistoryCache::computing`]);
+    /// `None` while answers are not kept.
+    pub async fn history_computing(&self, key: &history_cache::Key) -> Option<history_cache::Computing<'_>> {
+        if !self.listening() {
+            return None;
+        }
+        Some(self.0.history.computing(key).await)
+    }
+
     pub fn put_history(&self, key: history_cache::Key, body: Bytes, read_at: Option<u64>) {
         if let Some(g) = read_at {
             self.0.history.put(key, body, g);

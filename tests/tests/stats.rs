@@ -838,12 +838,45 @@ async fn history_answers_are_kept_until_the_servers_data_changes() {
     .expect("lock");
     let kept = get_within(&url, &viewer, 5).await;
     assert_eq!(kept, Some((StatusCode::OK, first.clone())));
+    // Five viewers asking for the same new answer at once cost the store one statement: the others
+    // wait for it and get the same answer.
     let other = api.url(&format!("/server/prod/db/app/stats?{}", q(from, to, 1200)));
+    let askers: Vec<_> = (0..5)
+        .map(|_| {
+            let (url, token) = (other.clone(), viewer.clone());
+            tokio::spawn(async move { get_within(&url, &token, 30).await })
+        })
+        .collect();
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = $1 AND application_name = 'pgmon-api' AND wait_event_type = 'Lock'",
+        )
+        .bind(&env.db.name)
+        .fetch_one(&pool)
+        .await
+        .expect("pg_stat_activity")
+    };
+    let mut tries = 0;
+    while waiting().await == 0 && tries < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tries += 1;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(waiting().await, 1, "statements waiting for the locked tables");
     assert!(
-        get_within(&other, &viewer, 2).await.is_none(),
+        askers.iter().all(|a| !a.is_finished()),
         "answered without the store"
     );
     lock.rollback().await.expect("unlock");
+    let mut answers = Vec::new();
+    for a in askers {
+        let (s, v) = a.await.expect("task").expect("answer in time");
+        assert_eq!(s, StatusCode::OK, "{v}");
+        answers.push(v);
+    }
+    assert!(answers.iter().all(|v| *v == answers[0]));
+    assert_eq!(answers[0]["step"], 1200);
 
     // Any write to the server's rows, by whoever, replaces the kept answer: here a snapshot deleted
     // by hand, which turns slots 5 and 6 into gaps.

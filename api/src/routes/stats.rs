@@ -523,6 +523,11 @@ async fn history_answer(
     if let Some(body) = state.cache.history(&key) {
         return Ok(SerdeJson::from_bytes(body));
     }
+    // Requests for the same answer wait for the one computing it, then find it kept.
+    let _computing = state.cache.history_computing(&key).await;
+    if let Some(body) = state.cache.history(&key) {
+        return Ok(SerdeJson::from_bytes(body));
+    }
     let read_at = state.cache.history_generation(server.id);
     let db = database.as_deref();
     // Data in the range proves the database exists; only an empty answer needs the check.
