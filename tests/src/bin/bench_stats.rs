@@ -5,7 +5,8 @@
 //! (`STORE`); first with 64 concurrent clients, then with one (`x1`: the time of one request). The API
 //! runs three times: as configured (`API`: a window asked before is answered from the response
 //! cache), with the response cache off (`API computed`: every answer computed, packed chunks from
-//! memory) and, for one client, with both caches off (`API no caches`, as after a restart).
+//! memory) and, for one client, with both caches off (`API no caches`, as after a restart). The
+//! configured API is loaded again while one server's data changes every second.
 //! Also pgmon-api's RSS. Run through `scripts/bench-stats.sh`.
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -307,6 +308,28 @@ async fn main() {
             "     ({points} points, step {step} s; pgmon-api RSS now {} KiB)",
             rss_kib(pid)
         );
+        // The same load while the store reports a change to one server's rows every second (60 times
+        // the rate of a 10-server fleet collected every 10 minutes): each drops that server's kept
+        // answers. The UPDATE touches no value a history read uses; its trigger notifies all the same.
+        let churn = {
+            let (pool, ids) = (pool.clone(), ids.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = sqlx::query(
+                        "UPDATE stat_rollup_state SET refreshed_at = now()
+                         WHERE server_id = $1 AND source = 'stat_database'",
+                    )
+                    .bind(ids[i % ids.len()])
+                    .execute(&pool)
+                    .await;
+                }
+            })
+        };
+        load(CLIENTS, secs, api_job.clone())
+            .await
+            .print(&format!("API, a server changing every 1 s, {label}"));
+        churn.abort();
         load(CLIENTS, secs, computed_job.clone())
             .await
             .print(&format!("API computed {label}"));
