@@ -16,6 +16,7 @@
 
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedMutexGuard;
@@ -78,6 +79,20 @@ pub struct HistoryCache {
     /// One lock per answer being computed: a collector write drops a server's answers while every
     /// dashboard showing it asks again, and they should cost the store one statement, not one each.
     computing: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    hits: AtomicU64,
+    computed: AtomicU64,
+}
+
+/// What the cache holds and has done since the process started, for `/api/pools/status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub answers: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// Answers sent from memory.
+    pub hits: u64,
+    /// Answers computed (kept or not).
+    pub computed: u64,
 }
 
 /// Held while computing one answer; others asking for it wait, then find it kept.
@@ -108,7 +123,29 @@ impl HistoryCache {
             max_bytes,
             state: Mutex::new(State::default()),
             computing: Mutex::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            computed: AtomicU64::new(0),
         }
+    }
+
+    pub fn stats(&self) -> Stats {
+        let (answers, bytes) = self
+            .state
+            .lock()
+            .map(|s| (s.entries.len() as u64, s.bytes as u64))
+            .unwrap_or_default();
+        Stats {
+            answers,
+            bytes,
+            max_bytes: self.max_bytes as u64,
+            hits: self.hits.load(Ordering::Relaxed),
+            computed: self.computed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts an answer computed because none was kept.
+    pub fn count_computed(&self) {
+        self.computed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Waits until nobody else is computing the answer for `key`, then holds that place until the
@@ -145,6 +182,7 @@ impl HistoryCache {
             return None;
         }
         e.used = tick;
+        self.hits.fetch_add(1, Ordering::Relaxed);
         Some(e.body.clone())
     }
 
@@ -252,6 +290,8 @@ mod tests {
         c.notified("1");
         assert!(c.get(&key(1, "app")).is_none());
         assert_eq!(c.get(&key(2, "app")).map(|b| b.len()), Some(10));
+        let st = c.stats();
+        assert_eq!((st.answers, st.bytes, st.hits), (1, 10, 1));
         c.notified("*");
         assert!(c.get(&key(2, "app")).is_none());
     }

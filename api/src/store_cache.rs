@@ -145,10 +145,17 @@ impl StoreCache {
         Some(self.0.history.computing(key).await)
     }
 
+    /// Keeps an answer just computed (if the generation read before is still current).
     pub fn put_history(&self, key: history_cache::Key, body: Bytes, read_at: Option<u64>) {
+        self.0.history.count_computed();
         if let Some(g) = read_at {
             self.0.history.put(key, body, g);
         }
+    }
+
+    /// The history cache's figures, and whether it is in use (the listener is up).
+    pub fn history_stats(&self) -> (history_cache::Stats, bool) {
+        (self.0.history.stats(), self.listening())
     }
 
     /// Empties both maps and makes every generation read before now stale.

@@ -890,6 +890,17 @@ async fn history_answers_are_kept_until_the_servers_data_changes() {
     }
     assert!(answers.iter().all(|v| *v == answers[0]));
     assert_eq!(answers[0]["step"], 1200);
+    // The API's own figures say the same: the first answer and one of the five were computed (the
+    // second ask of the first may have been too), the rest sent from memory.
+    let (s, pools) = http::call("GET", &api.url("/api/pools/status"), Some(&viewer), None).await;
+    assert_eq!(s, StatusCode::OK, "{pools}");
+    let h = &pools["history_answers"];
+    assert_eq!(h["active"], true, "{pools}");
+    assert!(h["hits"].as_u64().unwrap_or(0) >= 5, "{pools}");
+    let computed = h["computed"].as_u64().unwrap_or(0);
+    assert!((2..=3).contains(&computed), "{pools}");
+    assert_eq!(h["answers"], 2, "{pools}");
+    assert_eq!(h["max_bytes"], 64 * 1024 * 1024, "{pools}");
 
     // Any write to the server's rows, by whoever, replaces the kept answer: here a snapshot deleted
     // by hand, which turns slots 5 and 6 into gaps.

@@ -101,11 +101,27 @@ pub struct RemotePool {
     pub waiting: u64,
 }
 
+/// Whole history answers this API keeps until their server's data changes
+/// (`api.history_response_cache_mb`).
+#[derive(Debug, Object)]
+pub struct HistoryAnswers {
+    /// False while the API's `LISTEN` connection to the store is down: nothing is kept or served.
+    pub active: bool,
+    pub answers: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// Answers sent from memory since the API started.
+    pub hits: u64,
+    /// Answers computed since the API started.
+    pub computed: u64,
+}
+
 #[derive(Debug, Object)]
 pub struct PoolsStatus {
     pub store: StorePool,
     /// Open pools to monitored servers, by server name; pools idle for 5 minutes are closed.
     pub remote: Vec<RemotePool>,
+    pub history_answers: HistoryAnswers,
 }
 
 pub struct HealthApi;
@@ -176,6 +192,17 @@ impl HealthApi {
                     waiting: p.waiting as u64,
                 })
                 .collect(),
+            history_answers: {
+                let (h, active) = state.cache.history_stats();
+                HistoryAnswers {
+                    active,
+                    answers: h.answers,
+                    bytes: h.bytes,
+                    max_bytes: h.max_bytes,
+                    hits: h.hits,
+                    computed: h.computed,
+                }
+            },
         }))
     }
 }
