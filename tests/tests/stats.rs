@@ -1,6 +1,7 @@
 //! End-to-end tests of the stats API: history rates across resets, restarts and gaps (from rows put in
-//! the store, read both before and after the rollups), limits, 404s, roles, database info, and a
-//! pgbench run measured by the real collector.
+//! the store, read both before and after the rollups), limits, 404s, roles, database info, a
+//! pgbench run measured by the real collector, and whole answers kept until the store says their
+//! server's data changed.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use pgmon_tests::{Proc, TestEnv, http};
@@ -188,7 +189,7 @@ fn assert_story_db(v: &Value, slots: &[DateTime<Utc>]) {
 #[tokio::test]
 async fn rates_survive_resets_restarts_and_gaps_before_and_after_rollups() {
     // Whole answers are not kept here: every read below must be computed, from raw rows, rollups,
-    // packed chunks and the chunk cache in turn (see the next test for kept answers).
+    // packed chunks and the chunk cache in turn (kept answers: `history_answers_are_kept_until_...`).
     let (env, api, [admin, operator, viewer]) = setup_api("history_response_cache_mb = 0", "").await;
     let pool = env.db.pool().await;
     let server = add_server(&pool, "prod", 5432, "postgres").await;
