@@ -416,3 +416,19 @@ pub mod bench {
         sorted[idx.min(sorted.len() - 1)]
     }
 }
+
+/// Polls `check` every 200 ms until it returns true; panics after `within`.
+pub async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

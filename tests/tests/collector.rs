@@ -4,10 +4,9 @@
 use chrono::{DateTime, Utc};
 use pgmon_tests::cluster::Cluster;
 use pgmon_tests::sshd::{self, Sshd, TEST_PASSWORD, TEST_USER};
-use pgmon_tests::{Proc, TestEnv, bin, run_cli};
+use pgmon_tests::{Proc, TestEnv, bin, run_cli, wait_for};
 use sqlx::PgPool;
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const READY: &str = "pgmon-collector running instance=";
 
@@ -97,22 +96,6 @@ async fn add_shared_server(env: &TestEnv, pool: &PgPool, name: &str) -> i64 {
         .await
         .expect("notify");
     id
-}
-
-/// Polls `check` every 200 ms until it returns true; panics after `within`.
-async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn scalar_i64(pool: &PgPool, sql: &str, id: i64) -> i64 {

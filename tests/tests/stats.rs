@@ -8,6 +8,7 @@ use pgmon_tests::{Proc, TestEnv, http};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::PgPool;
+use std::time::Duration;
 
 const PW: &str = "correct-horse-1";
 
@@ -570,10 +571,7 @@ async fn live_status_is_cached_and_an_unreachable_server_is_a_normal_answer() {
     assert_eq!(body["reachable"], false);
     assert_eq!(body["error_class"], "timeout", "{body}");
     // The connect deadline is 5 s; the answer must not wait for TCP's own timeouts (minutes).
-    assert!(
-        took < std::time::Duration::from_secs(12),
-        "answered after {took:?}"
-    );
+    assert!(took < Duration::from_secs(12), "answered after {took:?}");
     drop(silent);
 
     let (s, _) = http::call("GET", &api.url("/server_stats/nope"), Some(&viewer), None).await;
@@ -674,7 +672,7 @@ async fn pgbench_commits_between_two_collector_runs_match_pg_stat_database() {
     pgbench(&["-n", "-c", "4", "-t", "500"]);
     // The second run must fall in the next slot.
     while slot_of(Utc::now()) <= s1.timestamp() {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     collect();
     let after = commits_now(&admin, &bench).await;
@@ -802,24 +800,12 @@ async fn get_within(url: &str, token: &str, secs: u64) -> Option<(StatusCode, Va
     let resp = http::client()
         .get(url)
         .bearer_auth(token)
-        .timeout(std::time::Duration::from_secs(secs))
+        .timeout(Duration::from_secs(secs))
         .send()
         .await
         .ok()?;
     let status = resp.status();
     Some((status, resp.json().await.ok()?))
-}
-
-/// The answer to `url`, asked every 100 ms until `until` holds (at most 5 s).
-async fn poll_until(url: &str, token: &str, until: impl Fn(StatusCode, &Value) -> bool) -> Option<Value> {
-    for _ in 0..50 {
-        let (s, v) = get_within(url, token, 10).await.expect("answer");
-        if until(s, &v) {
-            return Some(v);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    None
 }
 
 #[tokio::test]
@@ -836,7 +822,7 @@ async fn history_answers_are_kept_until_the_servers_data_changes() {
 
     // The story's ~100 write statements each sent a notification; one still on its way when the
     // first answer was kept would drop it. Asked again once they are all in, the answer is kept.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (s, again) = get_within(&url, &viewer, 10).await.expect("second answer");
     assert_eq!((s, &again), (StatusCode::OK, &first));
 
@@ -871,12 +857,13 @@ async fn history_answers_are_kept_until_the_servers_data_changes() {
         .await
         .expect("pg_stat_activity")
     };
-    let mut tries = 0;
-    while waiting().await == 0 && tries < 100 {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        tries += 1;
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    pgmon_tests::wait_for(
+        "a statement waiting for the locked tables",
+        Duration::from_secs(5),
+        || async { waiting().await > 0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(waiting().await, 1, "statements waiting for the locked tables");
     assert!(
         askers.iter().all(|a| !a.is_finished()),
@@ -911,9 +898,14 @@ async fn history_answers_are_kept_until_the_servers_data_changes() {
         .execute(&pool)
         .await
         .expect("delete a snapshot");
-    let changed = poll_until(&url, &viewer, |_, v| *v != first)
-        .await
-        .expect("the answer never changed after the delete");
+    let answer = || async { get_within(&url, &viewer, 10).await.expect("answer") };
+    pgmon_tests::wait_for(
+        "the answer to change after the delete",
+        Duration::from_secs(5),
+        || async { answer().await.1 != first },
+    )
+    .await;
+    let (_, changed) = answer().await;
     let commits = floats(&changed, "commits_per_sec");
     assert_eq!(commits[5], None, "{commits:?}");
     assert!((commits[4].expect("slot 4") - 1.0).abs() < 0.01, "{commits:?}");
@@ -930,6 +922,10 @@ async fn history_answers_are_kept_until_the_servers_data_changes() {
         .await
         .expect("drop partitions");
     assert!(dropped > 0);
-    let gone = poll_until(&url, &viewer, |s, _| s == StatusCode::NOT_FOUND).await;
-    assert!(gone.is_some(), "the answer still shows the dropped partitions");
+    pgmon_tests::wait_for(
+        "the dropped partitions to leave the answer",
+        Duration::from_secs(5),
+        || async { answer().await.0 == StatusCode::NOT_FOUND },
+    )
+    .await;
 }
