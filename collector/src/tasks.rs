@@ -10,7 +10,7 @@ use crate::servers::{Server, settings_error};
 use crate::writer::Batch;
 use chrono::{DateTime, Months, TimeZone, Utc};
 use futures::StreamExt;
-use pgmon_shared::remote::{self, ErrorClass, RemoteError, SessionOpts};
+use pgmon_shared::remote::{self, RemoteError, SessionOpts};
 use pgmon_shared::ssh;
 use pgmon_shared::store::stats::{AvailabilityRow, DbSizeRow, DiskUsageRow};
 use pgmon_shared::store::{self, StoreError, collectors};
@@ -260,19 +260,20 @@ async fn connect(
 /// The stats snapshot and the availability sample; a server that does not answer still gets its
 /// "down" sample.
 async fn stats(ctx: &Ctx, server: &Server, slot: DateTime<Utc>, opts: &SessionOpts) -> (Option<Batch>, bool) {
-    let sample = |up: bool, latency: Option<f64>, class: Option<ErrorClass>| AvailabilityRow {
+    let sample = |up: bool, latency: Option<f64>, e: Option<&RemoteError>| AvailabilityRow {
         server_id: server.id(),
         slot,
         collected_at: Utc::now(),
         up,
         latency_ms: latency,
-        error_class: class.map(|c| c.as_str().to_string()),
+        error_class: e.map(|e| e.class.as_str().to_string()),
+        error: e.map(|e| e.message.clone()),
     };
     let (client, latency) = match connect(ctx, server, opts).await {
         Ok(c) => c,
         Err(e) => {
             let b = Batch::Stats {
-                availability: sample(false, None, Some(e.class)),
+                availability: sample(false, None, Some(&e)),
                 rows: Vec::new(),
             };
             return (Some(b), false);
@@ -289,7 +290,7 @@ async fn stats(ctx: &Ctx, server: &Server, slot: DateTime<Utc>, opts: &SessionOp
         Err(e) => {
             tracing::warn!(server = %server.row.name, error = %e, "reading pg_stat_database failed");
             let b = Batch::Stats {
-                availability: sample(false, Some(latency), Some(e.class)),
+                availability: sample(false, Some(latency), Some(&e)),
                 rows: Vec::new(),
             };
             (Some(b), false)

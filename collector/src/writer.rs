@@ -321,6 +321,7 @@ mod tests {
                 up: false,
                 latency_ms: None,
                 error_class: Some("timeout".into()),
+                error: Some("connect: no answer within 5.0 s".into()),
             },
             rows: Vec::new(),
         }

@@ -430,11 +430,23 @@ impl RemoteError {
             let why = tls.or(io).unwrap_or_else(|| "the server refused TLS".into());
             return Self::new(ErrorClass::Tls, format!("TLS handshake failed: {why}"));
         }
+        // The reason of these two kinds is the error's source, a text of tokio-postgres itself
+        // ("password missing", "unsupported SASL mechanism", ...): never the server's words.
+        let reason = std::error::Error::source(e).map(|s| s.to_string());
+        if kind.starts_with("invalid configuration") {
+            return match reason.as_deref() {
+                Some("password missing") => Self::new(
+                    ErrorClass::AuthFailed,
+                    "the server asks for a password and none is stored",
+                ),
+                Some(r) => Self::new(ErrorClass::Other, format!("invalid connection settings: {r}")),
+                None => Self::new(ErrorClass::Other, "invalid connection settings"),
+            };
+        }
         if kind.starts_with("authentication error") {
-            return Self::new(
-                ErrorClass::AuthFailed,
-                "the server asked for a password or method the client cannot provide",
-            );
+            let why =
+                reason.unwrap_or_else(|| "the server asked for a method the client cannot provide".into());
+            return Self::new(ErrorClass::AuthFailed, format!("authentication failed: {why}"));
         }
         if kind.starts_with("error connecting to server") {
             let why = io.unwrap_or_else(|| "connection failed".into());

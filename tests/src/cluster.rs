@@ -202,6 +202,17 @@ impl Cluster {
         )
     }
 
+    /// This cluster as a monitored server, as its `postgres` role.
+    pub fn login(&self) -> crate::monitored::PgLogin {
+        crate::monitored::PgLogin {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            user: "postgres".into(),
+            password: self.password.clone(),
+            dbname: "postgres".into(),
+        }
+    }
+
     pub async fn pool(&self, db: &str) -> sqlx::PgPool {
         let mut opts = sqlx::postgres::PgConnectOptions::new()
             .host("127.0.0.1")

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod cluster;
 pub mod http;
+pub mod monitored;
 pub mod sshd;
 
 /// Admin URL of the PostgreSQL server the tests create databases on.

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use pgmon_tests::cluster::Cluster;
 use pgmon_tests::sshd::{self, Sshd, TEST_PASSWORD, TEST_USER};
-use pgmon_tests::{Proc, TestEnv, bin, run_cli, wait_for};
+use pgmon_tests::{Proc, TestEnv, bin, monitored, run_cli, wait_for};
 use sqlx::PgPool;
 use std::time::Duration;
 
@@ -39,65 +39,6 @@ async fn spawn(env: &TestEnv) -> Proc {
     Proc::spawn(&bin("pgmon-collector"), &env.config_path, &["run"], READY).await
 }
 
-/// Registers a monitored server (trust authentication, no password) and notifies collectors.
-async fn add_server(pool: &PgPool, name: &str, port: u16, dbname: &str) -> i64 {
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO servers (name, host, port, dbname, username, sslmode, pool)
-         VALUES ($1, '127.0.0.1', $2, $3, 'postgres', 'disable', 'default') RETURNING id",
-    )
-    .bind(name)
-    .bind(i32::from(port))
-    .bind(dbname)
-    .fetch_one(pool)
-    .await
-    .expect("insert server");
-    sqlx::query("SELECT pg_notify('pgmon_servers', $1)")
-        .bind(name)
-        .execute(pool)
-        .await
-        .expect("notify");
-    id
-}
-
-/// Host, port, user and password of the shared test server (`PGMON_TEST_PG_URL`).
-fn shared_server() -> (String, u16, String, Option<String>) {
-    let url = pgmon_tests::pg_admin_url();
-    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-    let (auth, hostpart) = rest.rsplit_once('@').unwrap_or(("postgres", rest));
-    let (user, password) = match auth.split_once(':') {
-        Some((u, p)) => (u.to_string(), Some(p.to_string())),
-        None => (auth.to_string(), None),
-    };
-    let hostport = hostpart.split('/').next().unwrap_or("127.0.0.1:5432");
-    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "5432"));
-    (host.to_string(), port.parse().expect("port"), user, password)
-}
-
-/// Registers the shared test server (`PGMON_TEST_PG_URL`'s host, port, user and password) as a
-/// monitored server, so these tests work whatever its pg_hba.conf says about TCP.
-async fn add_shared_server(env: &TestEnv, pool: &PgPool, name: &str) -> i64 {
-    let (host, port, user, password) = shared_server();
-    let crypto = pgmon_shared::crypto::Crypto::from_key(&env.fernet_key).expect("key");
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO servers (name, host, port, dbname, username, password_enc, sslmode, pool)
-         VALUES ($1, $2, $3, 'postgres', $4, $5, 'prefer', 'default') RETURNING id",
-    )
-    .bind(name)
-    .bind(host)
-    .bind(i32::from(port))
-    .bind(user)
-    .bind(password.map(|p| crypto.encrypt(&p)))
-    .fetch_one(pool)
-    .await
-    .expect("insert server");
-    sqlx::query("SELECT pg_notify('pgmon_servers', $1)")
-        .bind(name)
-        .execute(pool)
-        .await
-        .expect("notify");
-    id
-}
-
 async fn scalar_i64(pool: &PgPool, sql: &str, id: i64) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
         .bind(id)
@@ -128,7 +69,10 @@ async fn snapshots_counters_databases_sizes_and_disk() {
         .await
         .expect("insert");
     w.close().await;
-    let id = add_server(&store, "cluster-1", cluster.port, "postgres").await;
+    let id = cluster
+        .login()
+        .register(&store, &env.fernet_key, "cluster-1")
+        .await;
     let server_pool = cluster.pool("postgres").await;
     let inserted = || async {
         sqlx::query_scalar::<_, i64>("SELECT tup_inserted FROM pg_stat_database WHERE datname = $1")
@@ -353,10 +297,19 @@ async fn black_holed_servers_do_not_hold_the_others_back() {
     let mut hole_ids = Vec::new();
     for (i, l) in holes.iter().enumerate() {
         let port = l.local_addr().expect("addr").port();
-        hole_ids.push(add_server(&store, &format!("hole-{i}"), port, "postgres").await);
+        hole_ids.push(
+            monitored::shared()
+                .at_port(port)
+                .register(&store, &env.fernet_key, &format!("hole-{i}"))
+                .await,
+        );
     }
-    let good = add_shared_server(&env, &store, "good").await;
-    let disabled = add_shared_server(&env, &store, "disabled").await;
+    let good = monitored::shared()
+        .register(&store, &env.fernet_key, "good")
+        .await;
+    let disabled = monitored::shared()
+        .register(&store, &env.fernet_key, "disabled")
+        .await;
     sqlx::query("UPDATE servers SET enabled = false WHERE id = $1")
         .bind(disabled)
         .execute(&store)
@@ -395,7 +348,7 @@ async fn black_holed_servers_do_not_hold_the_others_back() {
 async fn a_stopped_server_is_down_then_resumes() {
     let (env, store) = env_with(1, "").await;
     let cluster = Cluster::start();
-    let id = add_server(&store, "flaky", cluster.port, "postgres").await;
+    let id = cluster.login().register(&store, &env.fernet_key, "flaky").await;
     let _collector = spawn(&env).await;
     let latest = |up: bool| {
         let store = store.clone();
@@ -473,7 +426,10 @@ async fn kill_9_mid_cycle_then_restart_leaves_no_duplicates() {
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     cluster.create_databases(&refs).await;
     for i in 0..3 {
-        add_server(&store, &format!("s{i}"), cluster.port, "postgres").await;
+        cluster
+            .login()
+            .register(&store, &env.fernet_key, &format!("s{i}"))
+            .await;
     }
     let per_snapshot = 20 + 3;
     let slots = || async {
@@ -505,7 +461,11 @@ async fn two_collectors_share_the_work_and_write_everything_once() {
     let (env, store) = env_with(2, "").await;
     let mut ids = Vec::new();
     for i in 0..4 {
-        ids.push(add_shared_server(&env, &store, &format!("shared-{i}")).await);
+        ids.push(
+            monitored::shared()
+                .register(&store, &env.fernet_key, &format!("shared-{i}"))
+                .await,
+        );
     }
     let mut a = spawn(&env).await;
     let mut b = spawn(&env).await;
@@ -577,7 +537,9 @@ async fn store_outage_is_buffered_and_written_later() {
     let (code, out, err) = cli(&env, &["migrate"]);
     assert_eq!(code, 0, "migrate: {out} {err}");
     let store = store_cluster.pool("postgres").await;
-    let id = add_shared_server(&env, &store, "main").await;
+    let id = monitored::shared()
+        .register(&store, &env.fernet_key, "main")
+        .await;
     store.close().await;
     let collector = spawn(&env).await;
     let store = store_cluster.pool("postgres").await;
@@ -644,7 +606,9 @@ async fn a_new_server_is_collected_within_seconds_of_its_notify() {
         .expect("instances")
     })
     .await;
-    let id = add_shared_server(&env, &store, "late").await;
+    let id = monitored::shared()
+        .register(&store, &env.fernet_key, "late")
+        .await;
     // Well under the 60 s periodic reload: only the notification explains it.
     wait_for(
         "the new server's first snapshot",
@@ -665,6 +629,32 @@ async fn a_new_server_is_collected_within_seconds_of_its_notify() {
         .await
         .expect("SIGTERM");
     assert!(status.success());
+}
+
+/// A server registered without a password whose pg_hba.conf asks for one (Debian's default): the
+/// availability sample says why in words an operator can act on.
+#[tokio::test]
+async fn a_missing_password_is_named_in_the_availability_sample() {
+    let (env, store) = env_with(600, "").await;
+    let cluster = Cluster::start_with_password("needs-a-Pa55word");
+    let login = monitored::PgLogin {
+        password: None,
+        ..cluster.login()
+    };
+    let id = login.register(&store, &env.fernet_key, "nopass").await;
+    once(&env, "stats");
+    let (up, class, error): (bool, Option<String>, Option<String>) =
+        sqlx::query_as("SELECT up, error_class, error FROM availability WHERE server_id = $1")
+            .bind(id)
+            .fetch_one(&store)
+            .await
+            .expect("availability sample");
+    assert!(!up);
+    assert_eq!(class.as_deref(), Some("auth_failed"));
+    assert_eq!(
+        error.as_deref(),
+        Some("the server asks for a password and none is stored")
+    );
 }
 
 /// Sessions on monitored servers: the limits every session carries, sslmode as libpq reads it, and
@@ -734,15 +724,7 @@ async fn remote_sessions_carry_limits_follow_sslmode_and_classify_errors() {
 
     // The shared server, when it has TLS (Debian's default self-signed certificate): `require`
     // encrypts without verifying, `verify-full` refuses a certificate no trusted CA signed.
-    let (host, port, user, password) = shared_server();
-    let shared = Target {
-        host,
-        port,
-        dbname: "postgres".into(),
-        user,
-        password,
-        sslmode: SslMode::Require,
-    };
+    let shared = monitored::shared().target(SslMode::Require);
     let plain = remote::connect(
         &Target {
             sslmode: SslMode::Disable,
@@ -917,13 +899,13 @@ async fn sslmodes_check_what_libpq_checks() {
     let self_signed = Cluster::start();
     serve_tls(&self_signed, d, "selfsigned");
     let mut expect = Vec::new();
-    for (name, port, mode, up) in [
-        ("require-selfsigned", self_signed.port, "require", true),
-        ("verify-ca-selfsigned", self_signed.port, "verify-ca", false),
-        ("verify-ca-other-name", ca_signed.port, "verify-ca", true),
-        ("verify-full-other-name", ca_signed.port, "verify-full", false),
+    for (name, cluster, mode, up) in [
+        ("require-selfsigned", &self_signed, "require", true),
+        ("verify-ca-selfsigned", &self_signed, "verify-ca", false),
+        ("verify-ca-other-name", &ca_signed, "verify-ca", true),
+        ("verify-full-other-name", &ca_signed, "verify-full", false),
     ] {
-        let id = add_server(&store, name, port, "postgres").await;
+        let id = cluster.login().register(&store, &env.fernet_key, name).await;
         sqlx::query("UPDATE servers SET sslmode = $2 WHERE id = $1")
             .bind(id)
             .bind(mode)

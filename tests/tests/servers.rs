@@ -4,7 +4,6 @@
 use pgmon_tests::http;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pgmon_tests::Roles as Setup;
@@ -24,8 +23,9 @@ async fn raw(method: &str, url: &str, token: &str, body: Option<&Value>) -> (Sta
     (resp.status(), resp.text().await.unwrap_or_default())
 }
 
+/// The shared test server, with credentials that work whatever its pg_hba.conf says.
 fn local_pg(name: &str) -> Value {
-    json!({"name": name, "host": "127.0.0.1", "port": 5432, "username": "postgres", "sslmode": "disable"})
+    pgmon_tests::monitored::shared().server_json(name)
 }
 
 #[tokio::test]
@@ -382,110 +382,39 @@ async fn every_change_notifies_collectors_with_the_server_name() {
     assert!(extra.is_err(), "unexpected notification: {extra:?}");
 }
 
-/// A private PostgreSQL cluster with scram-sha-256 authentication, so that a wrong password fails
-/// (the shared test server trusts everybody). Run as the `postgres` user, since initdb refuses root.
-struct ScramCluster {
-    port: u16,
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const SCRAM_PASSWORD: &str = "right-password-1";
-
-impl ScramCluster {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        let pwfile = dir.path().join("pw");
-        std::fs::write(&pwfile, SCRAM_PASSWORD).expect("pwfile");
-        let chown = Command::new("chown")
-            .args(["-R", "postgres:postgres", &dir.path().display().to_string()])
-            .status()
-            .expect("chown");
-        assert!(chown.success());
-        pgmon_tests::output_ok(
-            Command::new("runuser")
-                .args(["-u", "postgres", "--", &format!("{PG_BIN}/initdb"), "-D"])
-                .arg(&data)
-                .args(["-U", "postgres", "--auth=scram-sha-256", "--pwfile"])
-                .arg(&pwfile),
-            "initdb",
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("port");
-        let child = Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{PG_BIN}/postgres"), "-D"])
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-k"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("postgres");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = Command::new(format!("{PG_BIN}/pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "private postgres did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Self {
-            port,
-            child,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for ScramCluster {
-    fn drop(&mut self) {
-        // runuser forwards SIGTERM to postgres (smart shutdown); kill it if it lingers.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test]
 async fn test_connection_reports_version_or_error_class() {
     let s = setup().await;
-    let cluster = ScramCluster::start();
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    // A cluster that asks for a password on TCP (scram-sha-256), as Debian's default does.
+    let cluster = pgmon_tests::cluster::Cluster::start_with_password(SCRAM_PASSWORD);
+    let closed_port = pgmon_tests::cluster::free_port();
+    let shared = pgmon_tests::monitored::shared();
+    let scram = cluster.login();
+    let with = |mut v: Value, extra: Value| {
+        for (k, x) in extra.as_object().cloned().unwrap_or_default() {
+            v[k] = x;
+        }
+        v
+    };
     let servers = [
-        json!({"name": "good", "host": "127.0.0.1", "port": 5432, "username": "postgres", "sslmode": "disable"}),
-        json!({"name": "scram-good", "host": "127.0.0.1", "port": cluster.port, "username": "postgres",
-               "password": SCRAM_PASSWORD, "sslmode": "disable"}),
-        json!({"name": "scram-bad", "host": "127.0.0.1", "port": cluster.port, "username": "postgres",
-               "password": "wrong-password-9", "sslmode": "disable"}),
-        json!({"name": "closed", "host": "127.0.0.1", "port": closed_port, "username": "postgres",
-               "password": "wrong-password-9"}),
-        json!({"name": "tls-require", "host": "127.0.0.1", "port": 5432, "username": "postgres",
-               "sslmode": "require"}),
-        json!({"name": "tls-verify", "host": "127.0.0.1", "port": 5432, "username": "postgres",
-               "sslmode": "verify-full"}),
+        shared.server_json("good"),
+        scram.server_json("scram-good"),
+        with(
+            scram.server_json("scram-bad"),
+            json!({"password": "wrong-password-9"}),
+        ),
+        with(scram.server_json("scram-nopass"), json!({"password": null})),
+        with(
+            shared.at_port(closed_port).server_json("closed"),
+            json!({"password": "wrong-password-9"}),
+        ),
+        with(shared.server_json("tls-require"), json!({"sslmode": "require"})),
+        with(
+            shared.server_json("tls-verify"),
+            json!({"sslmode": "verify-full"}),
+        ),
     ];
     for b in &servers {
         let (st, body) = http::call("POST", &s.api.url("/servers"), Some(&s.admin), Some(b)).await;
@@ -518,6 +447,13 @@ async fn test_connection_reports_version_or_error_class() {
         "{r}"
     );
     assert!(r["message"].is_string());
+    // Registered without a password, against a server that asks for one: said in those words.
+    let r = probe("scram-nopass").await;
+    assert_eq!(r["error"], "auth_failed", "{r}");
+    assert_eq!(
+        r["message"], "the server asks for a password and none is stored",
+        "{r}"
+    );
     let r = probe("closed").await;
     assert_eq!(r["error"], "unreachable", "{r}");
     // libpq semantics: `require` encrypts without checking the certificate, `verify-full` checks it

@@ -27,7 +27,8 @@ impl Setup {
         ssh["host"] = json!("127.0.0.1");
         ssh["port"] = json!(port);
         ssh["username"] = json!(TEST_USER);
-        let body = json!({"name": name, "host": "127.0.0.1", "username": "postgres", "ssh": ssh});
+        let mut body = pgmon_tests::monitored::shared().server_json(name);
+        body["ssh"] = ssh;
         let (st, b) = http::call("POST", &self.api.url("/servers"), Some(&self.admin), Some(&body)).await;
         assert_eq!(st, StatusCode::CREATED, "{b}");
     }
@@ -263,7 +264,7 @@ async fn unreachable_silent_peer_and_failing_command() {
     assert_eq!(server["ssh"]["host_key_fingerprint"], Value::Null);
 
     // No SSH settings at all: a client error, not a probe result.
-    let body = json!({"name": "nossh", "host": "127.0.0.1", "username": "postgres"});
+    let body = pgmon_tests::monitored::shared().server_json("nossh");
     http::call("POST", &s.api.url("/servers"), Some(&s.admin), Some(&body)).await;
     let (st, _) = http::call(
         "POST",

@@ -4,7 +4,7 @@
 //! server's data changed.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use pgmon_tests::{Proc, TestEnv, http};
+use pgmon_tests::{Proc, TestEnv, http, monitored};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -29,19 +29,6 @@ async fn setup_api(api_extra: &str, extra: &str) -> (TestEnv, Proc, [String; 3])
         http::token(&api.base, "viewer", PW).await,
     ];
     (env, api, tokens)
-}
-
-async fn add_server(pool: &PgPool, name: &str, port: i32, dbname: &str) -> i64 {
-    sqlx::query_scalar(
-        "INSERT INTO servers (name, host, port, dbname, username, sslmode, pool)
-         VALUES ($1, '127.0.0.1', $2, $3, 'postgres', 'disable', 'default') RETURNING id",
-    )
-    .bind(name)
-    .bind(port)
-    .bind(dbname)
-    .fetch_one(pool)
-    .await
-    .expect("insert server")
 }
 
 /// One stat_database row: commits and blocks given, the other counters follow commits.
@@ -193,7 +180,7 @@ async fn rates_survive_resets_restarts_and_gaps_before_and_after_rollups() {
     // packed chunks and the chunk cache in turn (kept answers: `history_answers_are_kept_until_...`).
     let (env, api, [admin, operator, viewer]) = setup_api("history_response_cache_mb = 0", "").await;
     let pool = env.db.pool().await;
-    let server = add_server(&pool, "prod", 5432, "postgres").await;
+    let server = monitored::shared().register(&pool, &env.fernet_key, "prod").await;
     let slots = load_story(&pool, server).await;
     let (from, to) = (slots[0], slots[23] + TimeDelta::minutes(10));
     let db_url = api.url(&format!("/server/prod/db/app/stats?{}", q(from, to, 600)));
@@ -359,7 +346,7 @@ async fn rates_survive_resets_restarts_and_gaps_before_and_after_rollups() {
 async fn limits_404s_roles_and_database_info() {
     let (env, api, tokens) = setup("").await;
     let pool = env.db.pool().await;
-    let server = add_server(&pool, "prod", 5432, "postgres").await;
+    let server = monitored::shared().register(&pool, &env.fernet_key, "prod").await;
     let slots = load_story(&pool, server).await;
     sqlx::query(
         "INSERT INTO databases (server_id, oid, name, owner, encoding, frozen_xid_age, first_seen, last_seen, dropped_at)
@@ -483,9 +470,11 @@ async fn counting_proxy() -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>)
     let port = listener.local_addr().expect("addr").port();
     let sent = std::sync::Arc::new(AtomicU64::new(0));
     let counter = sent.clone();
+    let upstream = monitored::shared();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else {
+            let Ok(server) = tokio::net::TcpStream::connect((upstream.host.as_str(), upstream.port)).await
+            else {
                 continue;
             };
             let (mut cr, mut cw) = client.into_split();
@@ -521,7 +510,10 @@ async fn live_status_is_cached_and_an_unreachable_server_is_a_normal_answer() {
     let viewer = http::token(&api.base, "viewer", PW).await;
     let pool = env.db.pool().await;
     let (port, sent) = counting_proxy().await;
-    add_server(&pool, "live", i32::from(port), "postgres").await;
+    monitored::shared()
+        .at_port(port)
+        .register(&pool, &env.fernet_key, "live")
+        .await;
 
     let (s, first) = http::call("GET", &api.url("/server_stats/live"), Some(&viewer), None).await;
     assert_eq!(s, StatusCode::OK, "{first}");
@@ -558,8 +550,14 @@ async fn live_status_is_cached_and_an_unreachable_server_is_a_normal_answer() {
     drop(closed);
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let silent_port = silent.local_addr().expect("addr").port();
-    add_server(&pool, "closed", i32::from(closed_port), "postgres").await;
-    add_server(&pool, "silent", i32::from(silent_port), "postgres").await;
+    monitored::shared()
+        .at_port(closed_port)
+        .register(&pool, &env.fernet_key, "closed")
+        .await;
+    monitored::shared()
+        .at_port(silent_port)
+        .register(&pool, &env.fernet_key, "silent")
+        .await;
     let (s, body) = http::call("GET", &api.url("/server_stats/closed"), Some(&viewer), None).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["reachable"], false);
@@ -573,6 +571,23 @@ async fn live_status_is_cached_and_an_unreachable_server_is_a_normal_answer() {
     // The connect deadline is 5 s; the answer must not wait for TCP's own timeouts (minutes).
     assert!(took < Duration::from_secs(12), "answered after {took:?}");
     drop(silent);
+
+    // Registered without a password on a server that asks for one: the reason, not "invalid
+    // configuration".
+    let cluster = pgmon_tests::cluster::Cluster::start_with_password("needs-a-Pa55word");
+    let nopass = monitored::PgLogin {
+        password: None,
+        ..cluster.login()
+    };
+    nopass.register(&pool, &env.fernet_key, "nopass").await;
+    let (s, body) = http::call("GET", &api.url("/server_stats/nopass"), Some(&viewer), None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["reachable"], false, "{body}");
+    assert_eq!(body["error_class"], "auth_failed", "{body}");
+    assert_eq!(
+        body["error"], "the server asks for a password and none is stored",
+        "{body}"
+    );
 
     let (s, _) = http::call("GET", &api.url("/server_stats/nope"), Some(&viewer), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -648,7 +663,10 @@ async fn pgbench_commits_between_two_collector_runs_match_pg_stat_database() {
         );
     };
     pgbench(&["-i", "-q", "-s", "1"]);
-    let server = add_server(&pool, "bench", 5432, &bench).await;
+    let server = monitored::shared()
+        .with_dbname(&bench)
+        .register(&pool, &env.fernet_key, "bench")
+        .await;
     let collect = || {
         let (code, out, err) = pgmon_tests::run_cli(
             &pgmon_tests::bin("pgmon-collector"),
@@ -757,7 +775,7 @@ async fn packed_until(pool: &PgPool, server: i64) -> Option<DateTime<Utc>> {
 async fn packing_follows_the_slowest_source_but_not_a_stopped_one() {
     let (env, api, [_, _, viewer]) = setup("").await;
     let pool = env.db.pool().await;
-    let server = add_server(&pool, "prod", 5432, "postgres").await;
+    let server = monitored::shared().register(&pool, &env.fernet_key, "prod").await;
     let now = Utc::now().timestamp();
     let t0 = DateTime::from_timestamp(now - now % 43200 - 4 * 86400, 0).expect("t0");
     pgmon_shared::store::stats::ensure_partitions(&pool, t0, t0 + TimeDelta::days(3))
@@ -812,7 +830,7 @@ async fn get_within(url: &str, token: &str, secs: u64) -> Option<(StatusCode, Va
 async fn history_answers_are_kept_until_the_servers_data_changes() {
     let (env, api, [_, _, viewer]) = setup("").await;
     let pool = env.db.pool().await;
-    let server = add_server(&pool, "prod", 5432, "postgres").await;
+    let server = monitored::shared().register(&pool, &env.fernet_key, "prod").await;
     let slots = load_story(&pool, server).await;
     let (from, to) = (slots[0], slots[23] + TimeDelta::minutes(10));
     let url = api.url(&format!("/server/prod/db/app/stats?{}", q(from, to, 600)));

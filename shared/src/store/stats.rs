@@ -61,6 +61,8 @@ pub struct AvailabilityRow {
     pub latency_ms: Option<f64>,
     /// `remote::ErrorClass::as_str()` when down.
     pub error_class: Option<String>,
+    /// `remote::RemoteError::message` when down.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -304,9 +306,9 @@ pub async fn insert_availability(conn: &mut PgConnection, rows: &[AvailabilityRo
         return Ok(0);
     }
     let done = sqlx::query(
-        "INSERT INTO availability (server_id, slot, collected_at, up, latency_ms, error_class)
+        "INSERT INTO availability (server_id, slot, collected_at, up, latency_ms, error_class, error)
          SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::bool[],
-             $5::float8[], $6::text[])
+             $5::float8[], $6::text[], $7::text[])
          ON CONFLICT DO NOTHING",
     )
     .bind(rows.iter().map(|r| r.server_id).collect::<Vec<_>>())
@@ -315,6 +317,7 @@ pub async fn insert_availability(conn: &mut PgConnection, rows: &[AvailabilityRo
     .bind(rows.iter().map(|r| r.up).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.latency_ms).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.error_class.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
