@@ -11,7 +11,7 @@ use pgmon_shared::{Config, secrets, store};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::middleware::Cors;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
-use poem_openapi::OpenApiService;
+use poem_openapi::{OpenApiService, ServerObject};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,28 +22,145 @@ pub const UPLOAD_BODY_LIMIT: usize = 1024 * 1024 + 16 * 1024;
 
 pub fn openapi_service() -> OpenApiService<impl poem_openapi::OpenApi, ()> {
     OpenApiService::new(routes::apis(), "pgmon API", env!("CARGO_PKG_VERSION"))
-        .description("PostgreSQL activity monitor: servers, users, audit and collected statistics.")
+        .description(
+            "PostgreSQL activity monitor: servers, users, audit and collected statistics.\n\n\
+             Every operation is served twice, with the same behaviour: under `/api` (the original \
+             backend's later layout) and at the bare path (its first layout, e.g. `/token`, \
+             `/servers`). Bodies with a field the operation does not know are refused with 422.",
+        )
+        .server(ServerObject::new("/api").description("the original backend's later layout"))
+        .server(ServerObject::new("/").description("the original backend's first layout"))
+}
+
+/// The OpenAPI document as served: poem-openapi's, plus `additionalProperties: false` on every JSON
+/// request body (they all refuse unknown fields, which poem-openapi does not write down).
+pub fn openapi_document() -> String {
+    let raw = openapi_service().spec();
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&raw) else {
+        return raw;
+    };
+    let mut strict = std::collections::BTreeSet::new();
+    if let Some(paths) = doc["paths"].as_object() {
+        for ops in paths.values().filter_map(|v| v.as_object()) {
+            for op in ops.values() {
+                let schema = &op["requestBody"]["content"]["application/json; charset=utf-8"]["schema"];
+                let schema = if schema.is_null() {
+                    &op["requestBody"]["content"]["application/json"]["schema"]
+                } else {
+                    schema
+                };
+                if let Some(r) = schema["$ref"].as_str().and_then(|r| r.rsplit('/').next()) {
+                    strict.insert(r.to_string());
+                }
+            }
+        }
+    }
+    for name in strict {
+        if let Some(s) = doc["components"]["schemas"][&name].as_object_mut() {
+            s.insert("additionalProperties".into(), serde_json::Value::Bool(false));
+        }
+    }
+    serde_json::to_string(&doc).unwrap_or(raw)
+}
+
+/// Methods served per path, from the document: a 405 names them in `Allow` (RFC 9110).
+struct AllowTable(Vec<(regex::Regex, String)>);
+
+impl AllowTable {
+    fn from_document(doc: &str) -> Self {
+        let doc: serde_json::Value = serde_json::from_str(doc).unwrap_or_default();
+        let mut rows = Vec::new();
+        for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
+            let pattern: String = path
+                .split('/')
+                .map(|seg| {
+                    if seg.starts_with('{') {
+                        "[^/]+".to_string()
+                    } else {
+                        regex::escape(seg)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let Ok(re) = regex::Regex::new(&format!("^(/api)?{pattern}/?$")) else {
+                continue;
+            };
+            let mut methods: Vec<String> = ops
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(m, _)| m.to_uppercase())
+                .collect();
+            methods.sort();
+            rows.push((re, methods.join(", ")));
+        }
+        Self(rows)
+    }
+
+    fn allow(&self, path: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(re, _)| re.is_match(path))
+            .map(|(_, m)| m.as_str())
+    }
 }
 
 /// The whole route tree with its middleware, ready to serve.
 pub fn build_endpoint(state: AppState) -> impl Endpoint {
-    let api = openapi_service();
-    let ui = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    let document = openapi_document();
+    let allow = Arc::new(AllowTable::from_document(&document));
+    let ui = {
+        // Swagger UI embeds the document it shows: give it the one served.
+        let raw = openapi_service().spec();
+        let html = openapi_service().swagger_ui_html().replace(&raw, &document);
+        poem::endpoint::make_sync(move |_| poem::web::Html(html.clone()))
+    };
+    let spec = poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .body(document.clone())
+    });
     let origins = state.cfg.api.allowed_origins.clone();
     let mut cors = Cors::new().allow_credentials(true);
     for o in &origins {
         cors = cors.allow_origin(o.as_str());
     }
+    let spec = Arc::new(spec);
+    let ui = Arc::new(ui);
     Route::new()
-        .at("/openapi.json", spec)
-        .nest("/docs", ui)
-        .nest("/", api)
+        .at("/openapi.json", spec.clone())
+        .at("/api/openapi.json", spec)
+        .at("/docs", ui.clone())
+        .at("/api/docs", ui)
+        .nest("/api", openapi_service())
+        .nest("/", openapi_service())
         .around(limit_body)
         .around(invalidate_after_writes)
+        .around(move |next, req| allow_header(next, req, allow.clone()))
         .with_if(!origins.is_empty(), cors)
         .data(state)
         .catch_all_error(to_json_response)
+}
+
+/// A 405 carries the methods the path does serve.
+async fn allow_header<E: Endpoint>(
+    next: Arc<E>,
+    req: Request,
+    allow: Arc<AllowTable>,
+) -> poem::Result<Response> {
+    let path = req.uri().path().to_string();
+    let mut resp = match next.call(req).await {
+        Ok(r) => r.into_response(),
+        Err(e) => to_json_response(e).await,
+    };
+    if resp.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED
+        && let Some(v) = allow
+            .allow(&path)
+            .and_then(|m| poem::http::HeaderValue::from_str(m).ok())
+    {
+        resp.headers_mut().insert(poem::http::header::ALLOW, v);
+    }
+    Ok(resp)
 }
 
 /// Every change to users, tokens and servers is a POST, PUT, PATCH or DELETE: once one has run, this
@@ -63,7 +180,8 @@ async fn invalidate_after_writes<E: Endpoint>(next: Arc<E>, req: Request) -> poe
 
 /// Refuses bodies over the limit with 413 before any handler reads them.
 async fn limit_body<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Response> {
-    let limit = if req.uri().path() == "/ssh-keys/import-file" {
+    let path = req.uri().path();
+    let limit = if path == "/ssh-keys/import-file" || path == "/api/ssh-keys/import-file" {
         UPLOAD_BODY_LIMIT
     } else {
         JSON_BODY_LIMIT
@@ -106,6 +224,8 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
         remote: crate::remote_pools::RemotePools::start(cfg.pools.clone()),
         cache: crate::store_cache::StoreCache::new(cfg.api.history_response_cache_mb as usize * 1024 * 1024),
         chunks: Arc::new(ChunkCache::new(cfg.api.history_cache_mb as usize * 1024 * 1024)),
+        trusted_proxies: Arc::new(cfg.api.trusted_proxy_nets()),
+        live: crate::live::LiveStatuses::default(),
         cfg: Arc::new(cfg),
         started: Instant::now(),
     })

@@ -54,7 +54,7 @@ impl Cli {
 pub async fn run(cli: Cli, cfg: Option<Config>) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::Openapi = command {
-        println!("{}", app::openapi_service().spec());
+        println!("{}", app::openapi_document());
         return Ok(());
     }
     let cfg = cfg.context("no configuration")?;
@@ -122,7 +122,7 @@ async fn user(cmd: UserCommand, cfg: Config) -> anyhow::Result<()> {
             };
             validate::check_password(&password).map_err(anyhow::Error::msg)?;
             let hash = hasher.hash(password.clone()).await?;
-            store::users::create(&pool, &login, &hash, role).await?;
+            store::users::create(&pool, &login, &hash, role, None).await?;
             if generated {
                 println!(
                     "created {} {login}; password (shown once): {password}",

@@ -39,6 +39,13 @@ pub enum ApiError {
     Conflict(Json<ErrorBody>),
     #[oai(status = 413)]
     TooLarge(Json<ErrorBody>),
+    /// The body is not in a content type the operation reads.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// A parameter or the body does not match the operation's schema (a wrong type, a missing or
+    /// unknown field, a value out of range); `detail` names it.
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
     /// Too many attempts; retry after the given number of seconds.
     #[oai(status = 429)]
     TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
@@ -98,12 +105,21 @@ impl From<StoreError> for ApiError {
 }
 
 /// Turns errors raised outside our handlers (poem-openapi's parse and auth errors, 404 of unknown
-/// routes, 405) into the same JSON shape, keeping their status.
+/// routes, 405) into the same JSON shape, keeping their status. A request that does not match the
+/// operation's schema is a 422, as FastAPI answered it (poem-openapi says 400).
 pub async fn to_json_response(err: poem::Error) -> Response {
+    use poem_openapi::error::{ParseMultipartError, ParseParamError, ParseRequestPayloadError};
     if err.is_from_response() {
         return err.into_response();
     }
-    let status = err.status();
+    let unprocessable = err.is::<ParseRequestPayloadError>()
+        || err.is::<ParseParamError>()
+        || err.is::<ParseMultipartError>();
+    let status = if unprocessable {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        err.status()
+    };
     let detail = if status.is_server_error() {
         tracing::error!(error = %err, "unhandled error");
         "internal error".to_string()
@@ -111,6 +127,13 @@ pub async fn to_json_response(err: poem::Error) -> Response {
         "not found".to_string()
     } else if status == StatusCode::UNAUTHORIZED {
         "not authenticated".to_string()
+    } else if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
+        // `failed to parse "ServerIn": unknown field `colour`` names the type, not what was sent.
+        let reason = match e.reason.split_once("\": ") {
+            Some((_, r)) if e.reason.starts_with("failed to parse \"") => r,
+            _ => e.reason.as_str(),
+        };
+        format!("request body: {}", reason.trim_end_matches('.'))
     } else {
         err.to_string()
     };

@@ -28,6 +28,8 @@ pub const TTL: Duration = Duration::from_secs(600);
 /// so it is part of the key (a renamed server's old entries are simply never asked for again).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
+    /// Which of the wire shapes over the same rows the body is.
+    pub shape: Shape,
     pub server_id: i64,
     pub server: String,
     /// `None` for the server-level series.
@@ -35,6 +37,14 @@ pub struct Key {
     pub first_us: i64,
     pub end_us: i64,
     pub step_secs: i64,
+}
+
+/// The answers kept: pgmon's columnar series and the original backend's per-database timelines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shape {
+    Series,
+    OriginalServer,
+    OriginalDatabase,
 }
 
 struct Entry {
@@ -267,6 +277,7 @@ mod tests {
 
     fn key(server_id: i64, db: &str) -> Key {
         Key {
+            shape: Shape::Series,
             server_id,
             server: format!("srv{server_id}"),
             database: Some(db.to_string()),

@@ -1,3 +1,6 @@
+//! JSON bodies through serde: responses serialized straight from the value and held as bytes, and
+//! requests whose errors name the field.
+//!
 //! A JSON response body serialized straight from the value with serde, held as bytes.
 //!
 //! poem-openapi's `Json` first converts the value into a `serde_json::Value` tree and then prints the
@@ -9,11 +12,14 @@
 
 use crate::error::ApiError;
 use bytes::Bytes;
-use poem::{IntoResponse, Response};
-use poem_openapi::ApiResponse;
-use poem_openapi::payload::Payload;
-use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry};
+use poem::{FromRequest, IntoResponse, Response};
+use poem_openapi::error::{ContentTypeError, ParseRequestPayloadError};
+use poem_openapi::payload::{ParsePayload, Payload};
+use poem_openapi::registry::{
+    MetaMediaType, MetaRequest, MetaResponse, MetaResponses, MetaSchemaRef, Registry,
+};
 use poem_openapi::types::Type;
+use poem_openapi::{ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions};
 use serde::Serialize;
 use std::marker::PhantomData;
 
@@ -89,5 +95,103 @@ impl<T: Type> ApiResponse for SerdeJson<T> {
 
     fn register(registry: &mut Registry) {
         T::register(registry);
+    }
+}
+
+/// A JSON request body read with serde, so that a value that does not fit names its field
+/// (`port: invalid type: string "5432", expected i64`), as FastAPI's 422 did; poem-openapi's own
+/// `Json` names only the type. The OpenAPI schema is the type's poem-openapi `Type`: its serde
+/// attributes must give the same field names (and `deny_unknown_fields`, which the served document
+/// states as `additionalProperties: false`).
+pub struct JsonBody<T>(pub T);
+
+impl<T: Type> Payload for JsonBody<T> {
+    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+
+    fn check_content_type(content_type: &str) -> bool {
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Type + serde::de::DeserializeOwned + Send> ParsePayload for JsonBody<T> {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &poem::Request, body: &mut poem::RequestBody) -> poem::Result<Self> {
+        let data = <Vec<u8> as FromRequest>::from_request(request, body).await?;
+        if data.is_empty() {
+            return Err(ParseRequestPayloadError {
+                reason: "a JSON body is required".into(),
+            }
+            .into());
+        }
+        let mut de = serde_json::Deserializer::from_slice(&data);
+        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            ParseRequestPayloadError {
+                reason: if path == "." {
+                    inner.to_string()
+                } else {
+                    format!("{path}: {inner}")
+                },
+            }
+        })?;
+        de.end().map_err(|e| ParseRequestPayloadError {
+            reason: e.to_string(),
+        })?;
+        Ok(Self(value))
+    }
+}
+
+impl<'a, T: Type + serde::de::DeserializeOwned + Send> ApiExtractor<'a> for JsonBody<T> {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        <Self as Payload>::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: None,
+            content: vec![MetaMediaType {
+                content_type: <Self as Payload>::CONTENT_TYPE,
+                schema: <Self as Payload>::schema_ref(),
+            }],
+            required: true,
+        })
+    }
+
+    async fn from_request(
+        request: &'a poem::Request,
+        body: &mut poem::RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        match request.content_type() {
+            Some(ct) if <Self as Payload>::check_content_type(ct) => {
+                <Self as ParsePayload>::from_request(request, body).await
+            }
+            Some(ct) => Err(ContentTypeError::NotSupported {
+                content_type: ct.to_string(),
+            }
+            .into()),
+            None => Err(ContentTypeError::ExpectContentType.into()),
+        }
     }
 }

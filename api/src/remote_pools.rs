@@ -1,4 +1,4 @@
-//! Connections from the API to monitored servers, for `GET /server_stats/{name}`, and the status cache.
+//! Connections from the API to monitored servers (live status, activity).
 //!
 //! One deadpool pool per server, sized by its `pool` profile, created on first use and rebuilt when
 //! the server's connection settings change. Connections are recycled with `RecyclingMethod::Verified`
@@ -6,11 +6,7 @@
 //! housekeeping pass closes connections idle for [`IDLE_CLOSE`] and drops pools unused for as long,
 //! since nothing in deadpool closes idle connections by itself. `pools.*.min` is not kept warm:
 //! deadpool has no minimum size, and an API that only answers on demand does not need one.
-//!
-//! The cache holds one answer per server for `server_status_cache_ttl_secs` (the SSH disk part for
-//! `ssh_cache_ttl_secs`); a per-server async mutex makes concurrent requests share one query.
 
-use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use pgmon_shared::config::PoolsConfig;
 use pgmon_shared::remote::{self, ErrorClass, RemoteError, SessionOpts, Target};
@@ -38,6 +34,8 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub struct PoolInfo {
     pub server: String,
+    /// `host:port:user:dbname`, the original backend's name for a pool.
+    pub key: String,
     pub profile: String,
     pub max: usize,
     pub size: usize,
@@ -45,18 +43,10 @@ pub struct PoolInfo {
     pub waiting: usize,
 }
 
-/// A cached value and when it was taken.
-pub type Cached<T> = Option<(Instant, Arc<T>)>;
-
-/// Per server: a cached value behind a lock that makes concurrent callers share one query.
-type Slots<T> = Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Cached<T>>>>>>;
-
 #[derive(Clone)]
 pub struct RemotePools {
     pools: Arc<Mutex<HashMap<i64, Entry>>>,
     sizes: PoolsConfig,
-    status: Slots<crate::routes::stats::LiveStatus>,
-    disk: Slots<crate::routes::stats::DiskStatus>,
 }
 
 impl RemotePools {
@@ -64,8 +54,6 @@ impl RemotePools {
         Self {
             pools: Arc::default(),
             sizes,
-            status: Arc::default(),
-            disk: Arc::default(),
         }
     }
 
@@ -79,7 +67,6 @@ impl RemotePools {
             loop {
                 tick.tick().await;
                 this.close_idle();
-                this.prune_cache(IDLE_CLOSE);
             }
         });
         pools
@@ -165,6 +152,10 @@ impl RemotePools {
                 let s = e.pool.status();
                 PoolInfo {
                     server: e.name.clone(),
+                    key: format!(
+                        "{}:{}:{}:{}",
+                        e.target.host, e.target.port, e.target.user, e.target.dbname
+                    ),
                     profile: e.profile.clone(),
                     max: s.max_size,
                     size: s.size,
@@ -176,37 +167,4 @@ impl RemotePools {
         out.sort_by(|a, b| a.server.cmp(&b.server));
         out
     }
-
-    pub fn status_slot(&self, id: i64) -> Arc<tokio::sync::Mutex<Cached<crate::routes::stats::LiveStatus>>> {
-        let mut m = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(id).or_default().clone()
-    }
-
-    pub fn disk_slot(&self, id: i64) -> Arc<tokio::sync::Mutex<Cached<crate::routes::stats::DiskStatus>>> {
-        let mut m = self.disk.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(id).or_default().clone()
-    }
-
-    /// Forgets cache entries older than `max_age`, so deleted servers do not linger.
-    pub fn prune_cache(&self, max_age: Duration) {
-        fn fresh<T>(slot: &Arc<tokio::sync::Mutex<Cached<T>>>, max_age: Duration) -> bool {
-            match slot.try_lock() {
-                Ok(g) => g.as_ref().is_some_and(|(at, _)| at.elapsed() < max_age),
-                Err(_) => true,
-            }
-        }
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, s| fresh(s, max_age));
-        self.disk
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, s| fresh(s, max_age));
-    }
-}
-
-/// When a cached value was taken, as wall-clock time for the response.
-pub fn taken_at(at: Instant) -> DateTime<Utc> {
-    Utc::now() - chrono::Duration::from_std(at.elapsed()).unwrap_or_default()
 }

@@ -23,4 +23,8 @@ pub struct AppState {
     pub cache: crate::store_cache::StoreCache,
     /// Packed history chunks, which never change once written (`api.history_cache_mb`).
     pub chunks: Arc<pgmon_shared::store::chunk_cache::ChunkCache>,
+    /// `api.trusted_proxies`, parsed once.
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// What pgmon knows of each server's live status, refreshed in the background.
+    pub live: crate::live::LiveStatuses,
 }

@@ -237,6 +237,7 @@ mod tests {
     fn history_answers_need_the_listener_and_go_when_it_is_lost() {
         let c = StoreCache::new(1 << 20);
         let key = history_cache::Key {
+            shape: history_cache::Shape::Series,
             server_id: 7,
             server: "prod".into(),
             database: None,

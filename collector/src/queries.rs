@@ -111,14 +111,18 @@ pub async fn stat_database(
         .collect()
 }
 
-/// Every database of the server with its attributes.
+/// Every database of the server with its attributes. Its creation time is the modification time of
+/// `base/<oid>/PG_VERSION` (what the original backend showed), read only where the monitoring role
+/// may call `pg_stat_file` (a superuser, or an explicit GRANT); otherwise it stays unknown.
 pub async fn databases(client: &Client, opts: &SessionOpts) -> Result<Vec<DatabaseInfo>, RemoteError> {
     let rows = remote::call(
         opts.call_deadline(),
         client.query(
             "SELECT d.oid::bigint, d.datname::text, pg_get_userbyid(d.datdba)::text,
                     pg_encoding_to_char(d.encoding)::text, d.datcollate::text, d.datallowconn,
-                    d.datistemplate, age(d.datfrozenxid)::bigint
+                    d.datistemplate, age(d.datfrozenxid)::bigint,
+                    CASE WHEN has_function_privilege('pg_catalog.pg_stat_file(text, boolean)', 'EXECUTE')
+                         THEN (pg_stat_file('base/' || d.oid || '/PG_VERSION', true)).modification END
              FROM pg_database d ORDER BY d.oid",
             &[],
         ),
@@ -136,6 +140,7 @@ pub async fn databases(client: &Client, opts: &SessionOpts) -> Result<Vec<Databa
                 datallowconn: r.try_get(5).map_err(get)?,
                 datistemplate: r.try_get(6).map_err(get)?,
                 frozen_xid_age: r.try_get(7).map_err(get)?,
+                created_at: r.try_get(8).map_err(get)?,
             })
         })
         .collect()

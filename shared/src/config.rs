@@ -92,6 +92,31 @@ pub struct ApiConfig {
     /// Memory for whole history answers held by the API until their server's data changes (see
     /// pgmon-api's `history_cache`); 0 turns it off.
     pub history_response_cache_mb: u32,
+    /// Peers (CIDR) whose `X-Real-IP` / `X-Forwarded-For` name the client, as a reverse proxy in
+    /// front of the API does; anyone else's forwarded headers are ignored. Default: loopback.
+    pub trusted_proxies: Vec<String>,
+    /// Query texts of sessions are cut to this many characters in listings.
+    pub activity_query_chars: usize,
+    /// A refresh token presented again within this many seconds of its rotation gets the same
+    /// successor (two browser tabs share the cookie); later, it is reuse and revokes its family.
+    pub refresh_reuse_grace_secs: u32,
+}
+
+impl ApiConfig {
+    /// [`ApiConfig::trusted_proxies`], parsed (validated at load).
+    pub fn trusted_proxy_nets(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|p| parse_net(p).ok())
+            .collect()
+    }
+}
+
+/// A CIDR block, or a single address as a /32 or /128.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))
 }
 
 impl Default for ApiConfig {
@@ -109,6 +134,9 @@ impl Default for ApiConfig {
             bcrypt_cost: 12,
             history_cache_mb: 128,
             history_response_cache_mb: 64,
+            trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            activity_query_chars: 2000,
+            refresh_reuse_grace_secs: 30,
         }
     }
 }
@@ -325,6 +353,17 @@ impl Config {
         }
         if !(4..=31).contains(&self.api.bcrypt_cost) {
             return bad("api.bcrypt_cost", "must be between 4 and 31");
+        }
+        for p in &self.api.trusted_proxies {
+            if let Err(reason) = parse_net(p) {
+                return bad("api.trusted_proxies", &reason);
+            }
+        }
+        if self.api.refresh_reuse_grace_secs > 300 {
+            return bad("api.refresh_reuse_grace_secs", "must be at most 300");
+        }
+        if !(1..=1_000_000).contains(&self.api.activity_query_chars) {
+            return bad("api.activity_query_chars", "must be between 1 and 1000000");
         }
         for (key, v) in [
             (

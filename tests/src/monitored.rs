@@ -72,7 +72,7 @@ impl PgLogin {
             "host": self.host,
             "port": self.port,
             "dbname": self.dbname,
-            "username": self.user,
+            "user": self.user,
             "sslmode": "prefer",
         });
         if let Some(pw) = &self.password {

@@ -22,15 +22,18 @@ async fn setup() -> Setup {
 }
 
 impl Setup {
+    /// Registers the shared PostgreSQL as `name`, reached over SSH on `port` as the test user with
+    /// `ssh` (`ssh_password`, or `ssh_key_id` with `ssh_auth_type` key, and `ssh_data_path`).
     async fn add_server(&self, name: &str, port: u16, ssh: Value) {
-        let mut ssh = ssh;
-        ssh["host"] = json!("127.0.0.1");
-        ssh["port"] = json!(port);
-        ssh["username"] = json!(TEST_USER);
         let mut body = pgmon_tests::monitored::shared().server_json(name);
-        body["ssh"] = ssh;
+        body["ssh_host"] = json!("127.0.0.1");
+        body["ssh_port"] = json!(port);
+        body["ssh_user"] = json!(TEST_USER);
+        for (k, v) in ssh.as_object().cloned().unwrap_or_default() {
+            body[k] = v;
+        }
         let (st, b) = http::call("POST", &self.api.url("/servers"), Some(&self.admin), Some(&body)).await;
-        assert_eq!(st, StatusCode::CREATED, "{b}");
+        assert_eq!(st, StatusCode::OK, "{b}");
     }
 
     async fn test_ssh(&self, name: &str) -> Value {
@@ -49,7 +52,11 @@ impl Setup {
 }
 
 fn assert_ok(r: &Value, sshd: &Sshd) {
-    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["success"], true, "{r}");
+    assert!(
+        r["message"].as_str().is_some_and(|m| m.starts_with("SSH OK")),
+        "{r}"
+    );
     assert_eq!(r["host_key_fingerprint"], sshd.host_fingerprint(), "{r}");
     let disk = &r["disk"];
     let total = disk["total_bytes"].as_u64().expect("total");
@@ -71,19 +78,23 @@ async fn generated_key_pins_the_host_key_then_refuses_a_changed_one_until_cleare
         "POST",
         &s.api.url("/ssh-keys/generate"),
         Some(&s.admin),
-        Some(&json!({"name": "gen", "type": "ed25519"})),
+        Some(&json!({"name": "gen", "key_type": "ed25519"})),
     )
     .await;
-    assert_eq!(st, StatusCode::CREATED, "{key}");
+    assert_eq!(st, StatusCode::OK, "{key}");
     sshd.authorize(key["public_key"].as_str().expect("public_key"));
-    s.add_server("h1", sshd.port, json!({"key_id": key["id"], "data_path": "/tmp"}))
-        .await;
+    s.add_server(
+        "h1",
+        sshd.port,
+        json!({"ssh_auth_type": "key", "ssh_key_id": key["id"], "ssh_data_path": "/tmp"}),
+    )
+    .await;
 
     let first = s.test_ssh("h1").await;
     assert_ok(&first, &sshd);
     let (_, server) = http::call("GET", &s.api.url("/servers/h1"), Some(&s.admin), None).await;
     assert_eq!(
-        server["ssh"]["host_key_fingerprint"],
+        server["ssh_host_key_fingerprint"],
         sshd.host_fingerprint(),
         "pinned at first contact"
     );
@@ -94,12 +105,13 @@ async fn generated_key_pins_the_host_key_then_refuses_a_changed_one_until_cleare
     let new = sshd.host_fingerprint();
     assert_ne!(old, new);
     let r = s.test_ssh("h1").await;
-    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["success"], false, "{r}");
+    assert_eq!(r["auth_type"], "key", "{r}");
     assert_eq!(r["error"], "host_key_mismatch", "{r}");
     assert_eq!(r["host_key_fingerprint"], new);
     let (_, server) = http::call("GET", &s.api.url("/servers/h1"), Some(&s.admin), None).await;
     assert_eq!(
-        server["ssh"]["host_key_fingerprint"], old,
+        server["ssh_host_key_fingerprint"], old,
         "a mismatch keeps the pin"
     );
 
@@ -110,13 +122,10 @@ async fn generated_key_pins_the_host_key_then_refuses_a_changed_one_until_cleare
         None,
     )
     .await;
-    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(st, StatusCode::OK);
     assert_ok(&s.test_ssh("h1").await, &sshd);
     let (_, server) = http::call("GET", &s.api.url("/servers/h1"), Some(&s.admin), None).await;
-    assert_eq!(
-        server["ssh"]["host_key_fingerprint"], new,
-        "the new key is pinned"
-    );
+    assert_eq!(server["ssh_host_key_fingerprint"], new, "the new key is pinned");
 }
 
 #[tokio::test]
@@ -155,7 +164,7 @@ async fn imported_rsa_and_encrypted_keys_log_in_and_a_wrong_key_is_auth_failed()
             Some(&json!({"name": name, "private_key": private, "passphrase": pass})),
         )
         .await;
-        assert_eq!(st, StatusCode::CREATED, "{key}");
+        assert_eq!(st, StatusCode::OK, "{key}");
         assert_eq!(
             key["fingerprint"],
             fingerprint_of(&dir.path().join(format!("{name}.pub")))
@@ -163,19 +172,20 @@ async fn imported_rsa_and_encrypted_keys_log_in_and_a_wrong_key_is_auth_failed()
         ids.push((name, key["id"].clone()));
     }
     for (name, id) in &ids {
-        s.add_server(name, sshd.port, json!({"key_id": id})).await;
+        s.add_server(name, sshd.port, json!({"ssh_auth_type": "key", "ssh_key_id": id}))
+            .await;
     }
     assert_ok(&s.test_ssh("rsa-pem").await, &sshd);
     assert_ok(&s.test_ssh("ed-enc").await, &sshd);
     let r = s.test_ssh("unauthorized").await;
     assert_eq!(
-        (r["ok"].clone(), r["error"].clone()),
+        (r["success"].clone(), r["error"].clone()),
         (json!(false), json!("auth_failed")),
         "{r}"
     );
     let (_, server) = http::call("GET", &s.api.url("/servers/unauthorized"), Some(&s.admin), None).await;
     assert_eq!(
-        server["ssh"]["host_key_fingerprint"],
+        server["ssh_host_key_fingerprint"],
         Value::Null,
         "only a successful login pins"
     );
@@ -193,12 +203,12 @@ async fn password_login_including_a_password_encrypted_by_python() {
     s.add_server(
         "pw",
         sshd.port,
-        json!({"password": TEST_PASSWORD, "data_path": "/"}),
+        json!({"ssh_password": TEST_PASSWORD, "ssh_data_path": "/"}),
     )
     .await;
     assert_ok(&s.test_ssh("pw").await, &sshd);
 
-    s.add_server("wrong-pw", sshd.port, json!({"password": "not-the-password"}))
+    s.add_server("wrong-pw", sshd.port, json!({"ssh_password": "not-the-password"}))
         .await;
     let r = s.test_ssh("wrong-pw").await;
     assert_eq!(r["error"], "auth_failed", "{r}");
@@ -222,7 +232,7 @@ async fn unreachable_silent_peer_and_failing_command() {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("port");
-    s.add_server("closed", closed, json!({"password": TEST_PASSWORD}))
+    s.add_server("closed", closed, json!({"ssh_password": TEST_PASSWORD}))
         .await;
     let r = s.test_ssh("closed").await;
     assert_eq!(r["error"], "unreachable", "{r}");
@@ -236,7 +246,7 @@ async fn unreachable_silent_peer_and_failing_command() {
             held.push(sock);
         }
     });
-    s.add_server("silent", silent_port, json!({"password": TEST_PASSWORD}))
+    s.add_server("silent", silent_port, json!({"ssh_password": TEST_PASSWORD}))
         .await;
     let started = Instant::now();
     let r = s.test_ssh("silent").await;
@@ -253,7 +263,7 @@ async fn unreachable_silent_peer_and_failing_command() {
     s.add_server(
         "inject",
         sshd.port,
-        json!({"password": TEST_PASSWORD, "data_path": path}),
+        json!({"ssh_password": TEST_PASSWORD, "ssh_data_path": path}),
     )
     .await;
     let r = s.test_ssh("inject").await;
@@ -261,7 +271,7 @@ async fn unreachable_silent_peer_and_failing_command() {
     assert!(!marker.exists(), "the data path was executed by the shell");
     // Only a complete success pins the host key.
     let (_, server) = http::call("GET", &s.api.url("/servers/inject"), Some(&s.admin), None).await;
-    assert_eq!(server["ssh"]["host_key_fingerprint"], Value::Null);
+    assert_eq!(server["ssh_host_key_fingerprint"], Value::Null);
 
     // No SSH settings at all: a client error, not a probe result.
     let body = pgmon_tests::monitored::shared().server_json("nossh");
@@ -286,7 +296,7 @@ async fn live_status_reads_disk_usage_over_ssh_and_caches_it() {
     s.add_server(
         "disk",
         sshd.port,
-        json!({"password": TEST_PASSWORD, "data_path": "/"}),
+        json!({"ssh_password": TEST_PASSWORD, "ssh_data_path": "/"}),
     )
     .await;
     let url = s.api.url("/server_stats/disk");
@@ -321,7 +331,7 @@ async fn live_status_reads_disk_usage_over_ssh_and_caches_it() {
     s.add_server(
         "disk-down",
         port,
-        json!({"password": TEST_PASSWORD, "data_path": "/"}),
+        json!({"ssh_password": TEST_PASSWORD, "ssh_data_path": "/"}),
     )
     .await;
     let t = Instant::now();

@@ -42,12 +42,19 @@ async fn generated_keys_match_ssh_keygen_and_private_parts_stay_inside() {
         &url,
         Some(&s.operator),
         Some(
-            &json!({"name": "ed", "type": "ed25519", "comment": "pgmon@prod", "passphrase": "ignored-pass"}),
+            &json!({"name": "ed", "key_type": "ed25519", "key_size": null, "comment": "pgmon@prod",
+                    "passphrase": "ignored-pass", "description": "the deploy key"}),
         ),
     )
     .await;
-    assert_eq!(st, StatusCode::CREATED, "{ed}");
-    assert_eq!(ed["type"], "ed25519");
+    assert_eq!(st, StatusCode::OK, "{ed}");
+    assert_eq!(ed["key_type"], "ed25519");
+    assert_eq!(ed["description"], "the deploy key");
+    assert_eq!(
+        ed["has_passphrase"], false,
+        "pgmon keeps keys without a passphrase"
+    );
+    assert_eq!(ed["servers_count"], 0);
     assert_eq!(ed["comment"], "pgmon@prod");
     assert_eq!(ed["created_by"], "op");
     let line = ed["public_key"].as_str().expect("public_key");
@@ -58,20 +65,21 @@ async fn generated_keys_match_ssh_keygen_and_private_parts_stay_inside() {
         "POST",
         &url,
         Some(&s.admin),
-        Some(&json!({"name": "rsa", "type": "rsa", "bits": 3072})),
+        Some(&json!({"name": "rsa", "key_type": "rsa", "key_size": 2048, "passphrase": null, "description": null})),
     )
     .await;
-    assert_eq!(st, StatusCode::CREATED, "{rsa}");
-    assert_eq!(rsa["bits"], 3072);
+    assert_eq!(st, StatusCode::OK, "{rsa}");
+    assert_eq!(rsa["bits"], 2048, "the original UI's default size");
+    assert_eq!(rsa["key_type"], "rsa");
     let line = rsa["public_key"].as_str().expect("public_key");
     assert!(line.starts_with("ssh-rsa "));
     assert_eq!(rsa["fingerprint"], keygen_fingerprint(dir.path(), line));
 
     for bad in [
-        json!({"name": "x", "type": "rsa", "bits": 1024}),
-        json!({"name": "x", "type": "ed25519", "bits": 4096}),
-        json!({"name": "bad name", "type": "ed25519"}),
-        json!({"name": "x", "type": "ed25519", "comment": "two\nlines"}),
+        json!({"name": "x", "key_type": "rsa", "key_size": 1024}),
+        json!({"name": "", "key_type": "ed25519"}),
+        json!({"name": "a/b", "key_type": "ed25519"}),
+        json!({"name": "x", "key_type": "ed25519", "comment": "two\nlines"}),
     ] {
         let (st, body) = http::call("POST", &url, Some(&s.admin), Some(&bad)).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {body}");
@@ -80,7 +88,7 @@ async fn generated_keys_match_ssh_keygen_and_private_parts_stay_inside() {
         "POST",
         &url,
         Some(&s.admin),
-        Some(&json!({"name": "x", "type": "dsa"})),
+        Some(&json!({"name": "x", "key_type": "dsa"})),
     )
     .await;
     assert!(st.is_client_error() && st != StatusCode::NOT_FOUND, "dsa: {st}");
@@ -88,7 +96,7 @@ async fn generated_keys_match_ssh_keygen_and_private_parts_stay_inside() {
         "POST",
         &url,
         Some(&s.admin),
-        Some(&json!({"name": "ed", "type": "ed25519"})),
+        Some(&json!({"name": "ed", "key_type": "ed25519"})),
     )
     .await;
     assert_eq!(st, StatusCode::CONFLICT, "duplicate name");
@@ -214,13 +222,13 @@ async fn imports_every_format_and_says_what_is_wrong() {
             Some(&json!({"name": name, "private_key": text, "passphrase": pass})),
         )
         .await;
-        assert_eq!(st, StatusCode::CREATED, "{name}: {body}");
+        assert_eq!(st, StatusCode::OK, "{name}: {body}");
         assert_eq!(body["fingerprint"], fingerprint_of(&public), "{name}");
         let expected_type = ["rsa", "ecdsa", "ed25519"]
             .into_iter()
             .find(|t| name.contains(t))
             .unwrap_or("ed25519");
-        assert_eq!(body["type"], expected_type);
+        assert_eq!(body["key_type"], expected_type);
         if expected_type == "rsa" {
             assert_eq!(body["bits"], 2048);
         }
@@ -268,6 +276,20 @@ async fn imports_every_format_and_says_what_is_wrong() {
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 
+    // The same key under another name: refused, naming the stored one.
+    let (private, _) = keygen(dir.path(), "dupe", &["-t", "ed25519", "-N", ""]);
+    let text = std::fs::read_to_string(&private).expect("key");
+    let first = json!({"name": "once", "private_key": text, "description": "d"});
+    let (st, body) = http::call("POST", &url, Some(&s.admin), Some(&first)).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let again = json!({"name": "twice", "private_key": text});
+    let (st, body) = http::call("POST", &url, Some(&s.admin), Some(&again)).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| d.contains("once")),
+        "{body}"
+    );
+
     // JSON bodies over 64 KiB are refused before parsing.
     let big = json!({"name": "big", "private_key": "A".repeat(70 * 1024)});
     let (st, _) = http::call("POST", &url, Some(&s.admin), Some(&big)).await;
@@ -299,7 +321,7 @@ async fn import_file_accepts_keys_and_refuses_large_files() {
     let (private, public) = keygen(dir.path(), "enc", &["-t", "ed25519", "-N", "file-pass"]);
     let bytes = std::fs::read(&private).expect("key");
     let (st, body) = upload(&s, "from-file", bytes.clone(), Some("file-pass")).await;
-    assert_eq!(st, StatusCode::CREATED, "{body}");
+    assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(body["fingerprint"], fingerprint_of(&public));
     let (st, body) = upload(&s, "from-file-2", bytes, None).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
@@ -330,7 +352,7 @@ async fn rename_usage_delete_download_and_roles() {
         "POST",
         &gen_url,
         Some(&s.admin),
-        Some(&json!({"name": "deploy", "type": "ed25519"})),
+        Some(&json!({"name": "deploy", "key_type": "ed25519"})),
     )
     .await;
     let id = key["id"].as_str().expect("id").to_string();
@@ -341,12 +363,13 @@ async fn rename_usage_delete_download_and_roles() {
         "PUT",
         &key_url,
         Some(&s.operator),
-        Some(&json!({"name": "deploy-2", "comment": "rotated"})),
+        Some(&json!({"name": "deploy-2", "description": "rotated"})),
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{renamed}");
     assert_eq!(renamed["name"], "deploy-2");
-    assert_eq!(renamed["comment"], "rotated");
+    assert_eq!(renamed["description"], "rotated");
+    assert_eq!(renamed["comment"], "pgmon@deploy", "the key's own comment stays");
     assert_eq!(
         renamed["public_key"], key["public_key"],
         "the installed public key line is unchanged"
@@ -355,17 +378,20 @@ async fn rename_usage_delete_download_and_roles() {
         "POST",
         &gen_url,
         Some(&s.admin),
-        Some(&json!({"name": "other", "type": "ed25519"})),
+        Some(&json!({"name": "other", "key_type": "ed25519"})),
     )
     .await;
     let (st, _) = http::call("PUT", &key_url, Some(&s.admin), Some(&json!({"name": "other"}))).await;
     assert_eq!(st, StatusCode::CONFLICT);
 
     // A server uses the key: it cannot be deleted, and everybody may see who uses it.
-    let server = json!({"name": "web-db", "host": "10.0.0.5", "username": "mon", "ssh": {"key_id": id}});
+    let server = json!({"name": "web-db", "host": "127.0.0.2", "port": pgmon_tests::cluster::free_port(),
+                        "user": "mon", "ssh_auth_type": "key", "ssh_key_id": id});
     let (st, body) = http::call("POST", &s.api.url("/servers"), Some(&s.admin), Some(&server)).await;
-    assert_eq!(st, StatusCode::CREATED, "{body}");
-    assert_eq!(body["ssh"]["key_id"], json!(id));
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["ssh_key_id"], json!(id));
+    let (_, listed) = http::call("GET", &key_url, Some(&s.admin), None).await;
+    assert_eq!(listed["servers_count"], 1, "{listed}");
     let (st, users) = http::call(
         "GET",
         &s.api.url(&format!("/ssh-keys/{id}/servers")),
@@ -387,7 +413,7 @@ async fn rename_usage_delete_download_and_roles() {
         "PUT",
         &s.api.url("/servers/web-db"),
         Some(&s.admin),
-        Some(&json!({"ssh": {"password": "ssh-pass"}})),
+        Some(&json!({"ssh_auth_type": "password", "ssh_password": "ssh-pass"})),
     )
     .await;
     assert_eq!(st, StatusCode::OK);
@@ -400,37 +426,34 @@ async fn rename_usage_delete_download_and_roles() {
     .await;
     assert_eq!(users, json!([]));
 
-    // Download of the public key: admin only.
-    let resp = http::client()
-        .get(s.api.url(&format!("/ssh-keys/{id}/download-public")))
-        .bearer_auth(&s.admin)
-        .send()
-        .await
-        .expect("download");
-    assert_eq!(resp.status(), StatusCode::OK);
-    let ctype = resp.headers()["content-type"].to_str().unwrap_or("").to_string();
-    assert!(ctype.starts_with("text/plain"), "{ctype}");
-    let disp = resp.headers()["content-disposition"]
-        .to_str()
-        .unwrap_or("")
-        .to_string();
-    assert_eq!(disp, "attachment; filename=\"deploy-2.pub\"");
-    assert_eq!(
-        resp.text().await.expect("text").trim(),
-        key["public_key"].as_str().expect("pk")
-    );
+    // Download of the public key, as the original's page reads it: admin only.
+    let (st, file) = http::call(
+        "GET",
+        &s.api.url(&format!("/ssh-keys/{id}/download-public")),
+        Some(&s.admin),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(file["filename"], "deploy-2_id_ed25519.pub");
+    assert_eq!(file["content"], key["public_key"]);
+    assert_eq!(file["content_type"], "text/plain");
 
     // Roles: viewers see no key endpoint but the usage list; download needs admin.
     let oid = other["id"].as_str().expect("id");
     for (method, path, body) in [
         ("GET", "/ssh-keys".to_string(), None),
         ("GET", format!("/ssh-keys/{oid}"), None),
-        ("PUT", format!("/ssh-keys/{oid}"), Some(json!({"comment": "x"}))),
+        (
+            "PUT",
+            format!("/ssh-keys/{oid}"),
+            Some(json!({"description": "x"})),
+        ),
         ("DELETE", format!("/ssh-keys/{oid}"), None),
         (
             "POST",
             "/ssh-keys/generate".to_string(),
-            Some(json!({"name": "v", "type": "ed25519"})),
+            Some(json!({"name": "v", "key_type": "ed25519"})),
         ),
         (
             "POST",
@@ -455,13 +478,15 @@ async fn rename_usage_delete_download_and_roles() {
     let (st, _) = http::call("GET", &s.api.url("/ssh-keys"), Some(&s.operator), None).await;
     assert_eq!(st, StatusCode::OK);
 
-    let (st, _) = http::call("DELETE", &key_url, Some(&s.operator), None).await;
-    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, gone) = http::call("DELETE", &key_url, Some(&s.operator), None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(gone["message"].is_string(), "{gone}");
     let (st, _) = http::call("GET", &key_url, Some(&s.admin), None).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
-    let (st, _) = http::call("GET", &s.api.url("/ssh-keys/not-a-uuid"), Some(&s.admin), None).await;
-    assert!(
-        st == StatusCode::BAD_REQUEST || st == StatusCode::NOT_FOUND,
-        "{st}"
-    );
+    // An id that is no UUID names no key: 404, as the original answered.
+    for path in ["/ssh-keys/not-a-uuid", "/ssh-keys/nope/download-public"] {
+        let (st, body) = http::call("GET", &s.api.url(path), Some(&s.admin), None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert!(body["detail"].is_string());
+    }
 }

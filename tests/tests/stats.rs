@@ -183,9 +183,12 @@ async fn rates_survive_resets_restarts_and_gaps_before_and_after_rollups() {
     let server = monitored::shared().register(&pool, &env.fernet_key, "prod").await;
     let slots = load_story(&pool, server).await;
     let (from, to) = (slots[0], slots[23] + TimeDelta::minutes(10));
-    let db_url = api.url(&format!("/server/prod/db/app/stats?{}", q(from, to, 600)));
-    let srv_url = api.url(&format!("/server/prod/stats?{}", q(from, to, 600)));
-    let hour_url = api.url(&format!("/server/prod/stats?{}", q(from, to, 3600)));
+    let db_url = api.url(&format!(
+        "/servers/prod/databases/app/history?{}",
+        q(from, to, 600)
+    ));
+    let srv_url = api.url(&format!("/servers/prod/history?{}", q(from, to, 600)));
+    let hour_url = api.url(&format!("/servers/prod/history?{}", q(from, to, 3600)));
 
     let (s, raw_db) = http::call("GET", &db_url, Some(&viewer), None).await;
     assert_eq!(s, StatusCode::OK, "{raw_db}");
@@ -249,7 +252,7 @@ async fn rates_survive_resets_restarts_and_gaps_before_and_after_rollups() {
     )
     .await;
     let url = api.url(&format!(
-        "/server/prod/db/app/stats?{}",
+        "/servers/prod/databases/app/history?{}",
         q(from, next + TimeDelta::minutes(10), 600)
     ));
     let (_, v) = http::call("GET", &url, Some(&viewer), None).await;
@@ -258,7 +261,7 @@ async fn rates_survive_resets_restarts_and_gaps_before_and_after_rollups() {
 
     // Once the server's newest slot is far enough past them, the story's rollups are packed into
     // chunks (every resolution: 12 h, 5 d and 30 d chunks) and read back unchanged.
-    let day_url = api.url(&format!("/server/prod/stats?{}", q(from, to, 43200)));
+    let day_url = api.url(&format!("/servers/prod/history?{}", q(from, to, 43200)));
     let (_, unpacked_day) = http::call("GET", &day_url, Some(&viewer), None).await;
     assert!(
         floats(&unpacked_day, "commits_per_sec")
@@ -316,7 +319,7 @@ async fn rates_survive_resets_restarts_and_gaps_before_and_after_rollups() {
     let (_, cached_db) = http::call("GET", &db_url, Some(&viewer), None).await;
     assert_eq!(raw_db, cached_db);
     let fresh = env.spawn_api().await;
-    let path = format!("/server/prod/db/app/stats?{}", q(from, to, 600));
+    let path = format!("/servers/prod/databases/app/history?{}", q(from, to, 600));
     let (s, v) = http::call("GET", &fresh.url(&path), Some(&viewer), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(floats(&v, "commits_per_sec").iter().all(Option::is_none), "{v}");
@@ -364,7 +367,7 @@ async fn limits_404s_roles_and_database_info() {
     for t in &tokens {
         let (s, _) = http::call(
             "GET",
-            &api.url(&format!("/server/prod/stats?{range}")),
+            &api.url(&format!("/servers/prod/history?{range}")),
             Some(t),
             None,
         )
@@ -373,40 +376,40 @@ async fn limits_404s_roles_and_database_info() {
         let (s, info) = http::call("GET", &api.url("/server/prod/db/app"), Some(t), None).await;
         assert_eq!(s, StatusCode::OK, "{info}");
     }
-    let (s, _) = http::call("GET", &api.url("/server/prod/stats"), None, None).await;
+    let (s, _) = http::call("GET", &api.url("/servers/prod/history"), None, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
     let viewer = Some(tokens[2].as_str());
     let cases = [
-        (format!("/server/nope/stats?{range}"), StatusCode::NOT_FOUND),
+        (format!("/servers/nope/history?{range}"), StatusCode::NOT_FOUND),
         (
-            format!("/server/prod/db/nope/stats?{range}"),
+            format!("/servers/prod/databases/nope/history?{range}"),
             StatusCode::NOT_FOUND,
         ),
         ("/server/prod/db/nope".to_string(), StatusCode::NOT_FOUND),
         ("/server/nope/db/app".to_string(), StatusCode::NOT_FOUND),
         (
-            format!("/server/prod/stats?{}", q(slots[5], slots[1], 600)),
+            format!("/servers/prod/history?{}", q(slots[5], slots[1], 600)),
             StatusCode::BAD_REQUEST,
         ),
         (
-            format!("/server/prod/stats?{}", q(slots[0], slots[23], 0)),
-            StatusCode::BAD_REQUEST,
+            format!("/servers/prod/history?{}", q(slots[0], slots[23], 0)),
+            StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
             format!(
-                "/server/prod/stats?{}",
+                "/servers/prod/history?{}",
                 q(slots[0], slots[0] + TimeDelta::days(30), 60)
             ),
             StatusCode::BAD_REQUEST,
         ),
         (
-            "/server/prod/stats?from=yesterday".to_string(),
-            StatusCode::BAD_REQUEST,
+            "/servers/prod/history?from=yesterday".to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
             format!(
-                "/server/prod/stats?{}",
+                "/servers/prod/history?{}",
                 q(slots[0], slots[0] + TimeDelta::days(30), 1300)
             ),
             StatusCode::OK,
@@ -422,7 +425,7 @@ async fn limits_404s_roles_and_database_info() {
     let (_, body) = http::call(
         "GET",
         &api.url(&format!(
-            "/server/prod/stats?{}",
+            "/servers/prod/history?{}",
             q(slots[0], slots[0] + TimeDelta::days(30), 60)
         )),
         viewer,
@@ -432,7 +435,13 @@ async fn limits_404s_roles_and_database_info() {
     assert!(body["detail"].as_str().unwrap_or("").contains("2000"), "{body}");
 
     // Default range: the last 24 hours, with a step giving at most about 1,000 points.
-    let (s, body) = http::call("GET", &api.url("/server/prod/db/app/stats"), viewer, None).await;
+    let (s, body) = http::call(
+        "GET",
+        &api.url("/servers/prod/databases/app/history"),
+        viewer,
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(body["step"], 600);
     assert!(body["time"].as_array().map_or(0, Vec::len) <= 1000);
@@ -447,13 +456,18 @@ async fn limits_404s_roles_and_database_info() {
     ).bind(server).fetch_one(&pool).await.expect("latest"));
     assert_eq!(info["growth_24h_bytes"], Value::Null);
     assert!(info["last_snapshot"].is_string());
+    // The original's four fields: MiB, the latest connections and cumulative commits, the time.
+    assert_eq!(info["size_mb"], 1_021_000.0 / 1_048_576.0);
+    assert_eq!(info["commits"], info["counters"]["xact_commit"]);
+    assert!(info["connections"].is_i64(), "{info}");
+    assert_eq!(info["last_update"], info["last_snapshot"]);
     let (s, gone) = http::call("GET", &api.url("/server/prod/db/gone"), viewer, None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(gone["dropped_at"].is_string(), "{gone}");
     // A dropped database keeps its history.
     let (s, _) = http::call(
         "GET",
-        &api.url(&format!("/server/prod/db/gone/stats?{range}")),
+        &api.url(&format!("/servers/prod/databases/gone/history?{range}")),
         viewer,
         None,
     )
@@ -528,6 +542,14 @@ async fn live_status_is_cached_and_an_unreachable_server_is_a_normal_answer() {
     assert!(first["connections"]["total"].as_i64().is_some());
     assert_eq!(first["in_recovery"], false);
     assert_eq!(first["disk"], Value::Null);
+    // The original's `queries`: sessions with a state.
+    let queries = first["queries"].as_array().expect("queries");
+    assert!(
+        queries
+            .iter()
+            .any(|q| q["pid"].is_i64() && q["state"].is_string()),
+        "{first}"
+    );
     let touched = sent.load(Ordering::SeqCst);
     assert!(touched > 0);
 
@@ -698,7 +720,7 @@ async fn pgbench_commits_between_two_collector_runs_match_pg_stat_database() {
     assert!(expected >= 2000.0, "{before} -> {after}");
 
     let url = api.url(&format!(
-        "/server/bench/db/{bench}/stats?{}",
+        "/servers/bench/databases/{bench}/history?{}",
         q(s1, s1 + TimeDelta::seconds(3 * interval), interval)
     ));
     let (s, v) = http::call("GET", &url, Some(&viewer), None).await;
@@ -786,7 +808,10 @@ async fn packing_follows_the_slowest_source_but_not_a_stopped_one() {
     // Stats up to 36 h, sizes (every 30 min) up to 35.5 h: every source is 2 h past 24 h, so the
     // slots before it are packed (a fixed margin behind the newest slot would have stopped at 12 h).
     put_series(&pool, server, t0, (0, 216), Some((0, 71))).await;
-    let url = api.url(&format!("/server/prod/db/app/stats?{}", q(h(0), h(36), 1800)));
+    let url = api.url(&format!(
+        "/servers/prod/databases/app/history?{}",
+        q(h(0), h(36), 1800)
+    ));
     let (s, raw) = http::call("GET", &url, Some(&viewer), None).await;
     assert_eq!(s, StatusCode::OK, "{raw}");
     pgmon_shared::store::rollups::refresh_rollups(&pool)
@@ -805,7 +830,10 @@ async fn packing_follows_the_slowest_source_but_not_a_stopped_one() {
         .await
         .expect("refresh");
     assert_eq!(packed_until(&pool, server).await, Some(h(36)));
-    let url = api.url(&format!("/server/prod/db/app/stats?{}", q(h(0), h(60), 1800)));
+    let url = api.url(&format!(
+        "/servers/prod/databases/app/history?{}",
+        q(h(0), h(60), 1800)
+    ));
     let (_, v) = http::call("GET", &url, Some(&viewer), None).await;
     let commits = floats(&v, "commits_per_sec");
     assert!(commits[1..].iter().all(|c| *c == Some(1.0)), "{commits:?}");
@@ -833,7 +861,10 @@ async fn history_answers_are_kept_until_the_servers_data_changes() {
     let server = monitored::shared().register(&pool, &env.fernet_key, "prod").await;
     let slots = load_story(&pool, server).await;
     let (from, to) = (slots[0], slots[23] + TimeDelta::minutes(10));
-    let url = api.url(&format!("/server/prod/db/app/stats?{}", q(from, to, 600)));
+    let url = api.url(&format!(
+        "/servers/prod/databases/app/history?{}",
+        q(from, to, 600)
+    ));
     let (s, first) = get_within(&url, &viewer, 10).await.expect("first answer");
     assert_eq!(s, StatusCode::OK, "{first}");
     assert_story_db(&first, &slots);
@@ -858,7 +889,10 @@ async fn history_answers_are_kept_until_the_servers_data_changes() {
     assert_eq!(kept, Some((StatusCode::OK, first.clone())));
     // Five viewers asking for the same new answer at once cost the store one statement: the others
     // wait for it and get the same answer.
-    let other = api.url(&format!("/server/prod/db/app/stats?{}", q(from, to, 1200)));
+    let other = api.url(&format!(
+        "/servers/prod/databases/app/history?{}",
+        q(from, to, 1200)
+    ));
     let askers: Vec<_> = (0..5)
         .map(|_| {
             let (url, token) = (other.clone(), viewer.clone());

@@ -81,13 +81,36 @@ impl Auth {
     }
 }
 
-/// Client IP and user agent for the audit. The IP is the TCP peer's: forwarded headers are not trusted.
+/// Client IP and user agent for the audit and the login throttle.
+///
+/// The IP is the TCP peer's unless the peer is a trusted proxy (`api.trusted_proxies`, default
+/// loopback: the original was deployed behind nginx on the same host). Then `X-Real-IP` names the
+/// client, else the right-most address of `X-Forwarded-For` that is not itself a trusted proxy.
+/// An untrusted peer's forwarded headers are ignored: anybody can send them.
 pub fn client_meta(req: &Request) -> (Option<std::net::IpAddr>, Option<String>) {
-    let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
-    let ua = req
-        .headers()
-        .get(poem::http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    (ip, ua)
+    let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    let trusted = |ip: &std::net::IpAddr| {
+        req.data::<AppState>()
+            .is_some_and(|s| s.trusted_proxies.iter().any(|n| n.contains(ip)))
+    };
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let ip = match peer {
+        Some(p) if trusted(&p) => header("x-real-ip")
+            .and_then(|v| v.trim().parse().ok())
+            .or_else(|| {
+                header("x-forwarded-for").and_then(|v| {
+                    let hops: Vec<std::net::IpAddr> =
+                        v.split(',').filter_map(|h| h.trim().parse().ok()).collect();
+                    hops.iter().rev().find(|h| !trusted(h)).or(hops.first()).copied()
+                })
+            })
+            .or(Some(p)),
+        other => other,
+    };
+    (ip, header("user-agent"))
 }

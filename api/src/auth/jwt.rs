@@ -40,6 +40,8 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// The same checks without expiry: logout revokes what an expired token still names.
+    any_time: Validation,
 }
 
 impl JwtKeys {
@@ -48,10 +50,13 @@ impl JwtKeys {
         validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "iat", "sub", "jti"]);
         validation.validate_exp = true;
+        let mut any_time = validation.clone();
+        any_time.validate_exp = false;
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            any_time,
         }
     }
 
@@ -62,6 +67,12 @@ impl JwtKeys {
     /// Verifies signature, algorithm, expiry and kind.
     pub fn verify(&self, token: &str, kind: TokenKind) -> Option<Claims> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
+        (data.claims.kind == kind).then_some(data.claims)
+    }
+
+    /// Verifies signature, algorithm and kind, whether or not the token has expired.
+    pub fn verify_any_time(&self, token: &str, kind: TokenKind) -> Option<Claims> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.any_time).ok()?;
         (data.claims.kind == kind).then_some(data.claims)
     }
 }

@@ -1,4 +1,4 @@
-//! `/audit/sessions`: the session audit (admin).
+//! `/audit/sessions`: the session and admin-action audit (admin), in the original backend's shape.
 
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
@@ -19,26 +19,32 @@ enum Tag {
 #[derive(Debug, Object)]
 pub struct AuditEvent {
     pub id: i64,
-    pub at: DateTime<Utc>,
-    /// login_success, login_failure, login_rate_limited, refresh, refresh_reuse, logout,
-    /// user_created, user_updated, user_deleted
-    pub event: String,
-    /// The acting login; for login failures, the login that was tried.
-    pub login: Option<String>,
-    pub client_ip: Option<String>,
+    pub timestamp: DateTime<Utc>,
+    /// The original's names (`login_success`, `login_failed`, `refresh`, `logout`, `user_create`,
+    /// `user_update`, `user_delete`, `server_create`, `server_update`, `server_delete`,
+    /// `ssh_key_create`, `ssh_key_update`, `ssh_key_delete`, `settings_update`) and pgmon's own
+    /// (`login_rate_limited`, `refresh_reuse`, `ssh_host_key_pinned`, `ssh_host_key_cleared`).
+    pub event_type: String,
+    /// The acting login; for a failed login, the login that was tried.
+    pub username: Option<String>,
+    pub ip_address: Option<String>,
     pub user_agent: Option<String>,
-    pub details: serde_json::Value,
+    /// The access token issued (login, refresh) or revoked (logout).
+    pub jti: Option<String>,
+    /// What happened, in words; never a secret.
+    pub details: Option<String>,
 }
 
 impl From<AuditRow> for AuditEvent {
     fn from(r: AuditRow) -> Self {
         Self {
             id: r.id,
-            at: r.at,
-            event: r.event,
-            login: r.login,
-            client_ip: r.client_ip,
+            timestamp: r.at,
+            event_type: r.event,
+            username: r.login,
+            ip_address: r.client_ip,
             user_agent: r.user_agent,
+            jti: r.jti,
             details: r.details,
         }
     }
@@ -46,10 +52,10 @@ impl From<AuditRow> for AuditEvent {
 
 #[derive(Debug, Object)]
 pub struct AuditPage {
+    pub items: Vec<AuditEvent>,
     pub total: i64,
     pub limit: i64,
     pub offset: i64,
-    pub events: Vec<AuditEvent>,
 }
 
 #[derive(Debug, Object)]
@@ -64,8 +70,17 @@ pub struct DayCount {
     pub count: i64,
 }
 
+/// The original's counters ("today" from 00:00 UTC, the week the last 7 days), then pgmon's
+/// breakdown over `[from, to)`.
 #[derive(Debug, Object)]
 pub struct AuditStats {
+    pub total_events: i64,
+    pub logins_today: i64,
+    pub unique_users_week: i64,
+    pub failed_today: i64,
+    pub failed_total: i64,
+    /// Events today that are not logins, refreshes or logouts: administrative actions.
+    pub actions_today: i64,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub by_event: Vec<Count>,
@@ -73,62 +88,73 @@ pub struct AuditStats {
     pub by_day: Vec<DayCount>,
 }
 
-fn check_range(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> ApiResult<()> {
-    match (from, to) {
-        (Some(f), Some(t)) if f >= t => Err(ApiError::bad_request("`from` must be before `to`")),
-        _ => Ok(()),
+/// A date filter as the original took it (`YYYY-MM-DD`), or an RFC 3339 time. `end_of_day` makes a
+/// bare date include its whole day.
+fn parse_day(name: &str, v: &str, end_of_day: bool) -> ApiResult<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Ok(t.with_timezone(&Utc));
     }
+    let d = NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        .map_err(|_| ApiError::bad_request(format!("{name} must be YYYY-MM-DD or an RFC 3339 time")))?;
+    let d = if end_of_day { d.succ_opt().unwrap_or(d) } else { d };
+    Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
 }
 
 pub struct AuditApi;
 
 #[OpenApi(tag = "Tag::Audit")]
 impl AuditApi {
-    /// Session audit events, newest first (admin).
+    /// Audit events, newest first (admin).
     #[oai(path = "/audit/sessions", method = "get")]
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // one per request parameter, as poem-openapi reads them
     async fn sessions(
         &self,
         state: Data<&AppState>,
         auth: Auth,
-        login: Query<Option<String>>,
-        event: Query<Option<String>>,
-        /// RFC 3339, inclusive.
-        from: Query<Option<DateTime<Utc>>>,
-        /// RFC 3339, exclusive.
-        to: Query<Option<DateTime<Utc>>>,
-        /// 1..=500, default 100.
+        /// Part of the login or of the client IP, case-insensitive.
+        username: Query<Option<String>>,
+        event_type: Query<Option<String>>,
+        /// `YYYY-MM-DD` (from that day's start, UTC) or an RFC 3339 time.
+        date_from: Query<Option<String>>,
+        /// `YYYY-MM-DD` (through that day's end, UTC) or an RFC 3339 time (exclusive).
+        date_to: Query<Option<String>>,
+        /// 1..=500, default 50.
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<i64>>,
-        offset: Query<Option<i64>>,
+        #[oai(validator(minimum(value = "0")))] offset: Query<Option<i64>>,
     ) -> ApiResult<Json<AuditPage>> {
         auth.admin()?;
-        check_range(from.0, to.0)?;
-        let limit = limit.0.unwrap_or(100);
-        if !(1..=500).contains(&limit) {
-            return Err(ApiError::bad_request("limit must be between 1 and 500"));
-        }
+        let from = date_from
+            .0
+            .as_deref()
+            .map(|v| parse_day("date_from", v, false))
+            .transpose()?;
+        let to = date_to
+            .0
+            .as_deref()
+            .map(|v| parse_day("date_to", v, true))
+            .transpose()?;
+        let limit = limit.0.unwrap_or(50);
         let offset = offset.0.unwrap_or(0);
-        if offset < 0 {
-            return Err(ApiError::bad_request("offset must not be negative"));
-        }
         let filter = Filter {
-            login: login.0,
-            event: event.0,
-            from: from.0,
-            to: to.0,
+            who: username.0.filter(|u| !u.is_empty()),
+            event: event_type.0.filter(|e| !e.is_empty()),
+            from,
+            to,
             limit,
             offset,
         };
         let (rows, total) = audit::list(&state.pool, &filter).await?;
         Ok(Json(AuditPage {
+            items: rows.into_iter().map(AuditEvent::from).collect(),
             total,
             limit,
             offset,
-            events: rows.into_iter().map(AuditEvent::from).collect(),
         }))
     }
 
-    /// Counts per event, per login and per day (admin). Default window: the last 30 days.
+    /// The original's counters, and counts per event, per login and per day over `from`..`to`
+    /// (RFC 3339; default the last 30 days) (admin).
     #[oai(path = "/audit/sessions/stats", method = "get")]
     async fn stats(
         &self,
@@ -140,10 +166,18 @@ impl AuditApi {
         auth.admin()?;
         let to = to.0.unwrap_or_else(Utc::now);
         let from = from.0.unwrap_or(to - Duration::days(30));
-        check_range(Some(from), Some(to))?;
-        let c = audit::stats(&state.pool, from, to).await?;
+        if from >= to {
+            return Err(ApiError::bad_request("`from` must be before `to`"));
+        }
+        let (s, c) = futures::try_join!(audit::summary(&state.pool), audit::counts(&state.pool, from, to))?;
         let counts = |v: Vec<(String, i64)>| v.into_iter().map(|(key, count)| Count { key, count }).collect();
         Ok(Json(AuditStats {
+            total_events: s.total_events,
+            logins_today: s.logins_today,
+            unique_users_week: s.unique_users_week,
+            failed_today: s.failed_today,
+            failed_total: s.failed_total,
+            actions_today: s.actions_today,
             from,
             to,
             by_event: counts(c.by_event),

@@ -1,6 +1,9 @@
 //! `/token`, `/refresh`, `/logout`: the original's paths and token response shape.
+//!
+//! As the original's clients expect: `/logout` needs no valid token (a client whose session is lost
+//! still logs out, and must not get a 401 that sends it to `/refresh` again), and two refreshes of
+//! one refresh token within `api.refresh_reuse_grace_secs` (two tabs sharing the cookie) both succeed.
 
-use crate::auth::Auth;
 use crate::auth::guard::client_meta;
 use crate::auth::jwt::{Claims, TokenKind};
 use crate::error::{ApiError, ApiResult};
@@ -13,7 +16,6 @@ use poem::web::Data;
 use poem_openapi::param::Cookie;
 use poem_openapi::payload::{Form, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
-use serde_json::json;
 use uuid::Uuid;
 
 /// The cookie that carries the refresh token.
@@ -72,6 +74,7 @@ pub struct AuthApi;
 
 struct Issued {
     access: String,
+    access_jti: Uuid,
     refresh: String,
     expires_in: i64,
 }
@@ -97,9 +100,10 @@ fn issue(
         fam: family,
         ver,
     };
+    let access_jti = Uuid::new_v4();
     let access = state
         .jwt
-        .issue(&mk(TokenKind::Access, Uuid::new_v4(), access_ttl))
+        .issue(&mk(TokenKind::Access, access_jti, access_ttl))
         .map_err(ApiError::internal)?;
     let refresh = state
         .jwt
@@ -107,6 +111,7 @@ fn issue(
         .map_err(ApiError::internal)?;
     Ok(Issued {
         access,
+        access_jti,
         refresh,
         expires_in: access_ttl.num_seconds(),
     })
@@ -144,8 +149,14 @@ pub(crate) fn actor(req: &Request, login: Option<&str>) -> Actor {
 }
 
 /// Audit writes never fail the request they describe; a failure is logged.
-pub async fn record(state: &AppState, ev: &str, who: &Actor, details: serde_json::Value) {
-    if let Err(e) = audit::record(&state.pool, ev, who, details).await {
+pub async fn record(state: &AppState, ev: &str, who: &Actor, details: Option<&str>) {
+    record_jti(state, ev, who, details, None).await
+}
+
+/// [`record`] with the id of the access token the event issued or revoked.
+pub async fn record_jti(state: &AppState, ev: &str, who: &Actor, details: Option<&str>, jti: Option<Uuid>) {
+    let jti = jti.map(|j| j.to_string());
+    if let Err(e) = audit::record(&state.pool, ev, who, details, jti.as_deref()).await {
         tracing::warn!(event = ev, error = %e, "audit write failed");
     }
 }
@@ -167,7 +178,7 @@ impl AuthApi {
         let who = actor(req, Some(&form.username));
         let (ip, _) = client_meta(req);
         if let Err(wait) = state.limiter.check(&form.username, ip) {
-            record(&state, event::LOGIN_RATE_LIMITED, &who, json!({})).await;
+            record(&state, event::LOGIN_RATE_LIMITED, &who, None).await;
             return Err(ApiError::too_many(wait));
         }
         let user = if pgmon_shared::validate::is_valid_login(&form.username) {
@@ -186,8 +197,9 @@ impl AuthApi {
                 Some(u) if u.disabled => "disabled",
                 Some(_) => "wrong password",
             };
-            record(&state, event::LOGIN_FAILURE, &who, json!({ "reason": reason })).await;
-            return Err(ApiError::unauthorized("incorrect username or password"));
+            record(&state, event::LOGIN_FAILED, &who, Some(reason)).await;
+            // The original's text: its clients compare `detail` with it.
+            return Err(ApiError::unauthorized("Invalid credentials"));
         };
         let family = Uuid::new_v4();
         let refresh_jti = Uuid::new_v4();
@@ -202,7 +214,7 @@ impl AuthApi {
         let expires = Utc::now() + Duration::days(i64::from(state.cfg.api.refresh_token_expiration_days));
         tokens::insert_refresh(&state.pool, refresh_jti, family, &user.login, expires).await?;
         users::record_login(&state.pool, &user.login).await?;
-        record(&state, event::LOGIN_SUCCESS, &who, json!({})).await;
+        record_jti(&state, event::LOGIN_SUCCESS, &who, None, Some(issued.access_jti)).await;
         Ok(respond(&state, issued))
     }
 
@@ -228,36 +240,78 @@ impl AuthApi {
         }
         let new_jti = Uuid::new_v4();
         let expires = Utc::now() + Duration::days(i64::from(state.cfg.api.refresh_token_expiration_days));
-        match tokens::rotate_refresh(&state.pool, claims.jti, new_jti, expires).await? {
-            tokens::Rotation::Rotated => {
+        let grace = std::time::Duration::from_secs(u64::from(state.cfg.api.refresh_reuse_grace_secs));
+        match tokens::rotate_refresh(&state.pool, claims.jti, new_jti, expires, grace).await? {
+            tokens::Rotation::Rotated { jti } => {
                 let issued = issue(
                     &state,
                     &user.login,
                     &user.role,
                     user.token_version,
                     claims.fam,
-                    new_jti,
+                    jti,
                 )?;
-                record(&state, event::REFRESH, &who, json!({})).await;
+                record_jti(&state, event::REFRESH, &who, None, Some(issued.access_jti)).await;
                 Ok(respond(&state, issued))
             }
             tokens::Rotation::Reused { family } => {
-                record(&state, event::REFRESH_REUSE, &who, json!({ "family": family })).await;
+                let details = format!("refresh token reused; family {family} revoked");
+                record(&state, event::REFRESH_REUSE, &who, Some(&details)).await;
                 Err(invalid())
             }
             tokens::Rotation::Invalid => Err(invalid()),
         }
     }
 
-    /// Revokes the access token and its refresh family, and clears the cookie.
+    /// Revokes what the request carries (the bearer access token and the refresh cookie, with their
+    /// refresh families, expired or not) and clears the cookie. Always 200: a client whose session
+    /// is already gone still logs out cleanly.
     #[oai(path = "/logout", method = "post")]
-    async fn logout(&self, state: Data<&AppState>, req: &Request, auth: Auth) -> ApiResult<LogoutResponse> {
-        let c = &auth.0.claims;
-        tokens::revoke(&state.pool, c.jti, c.expires_at(), c.fam).await?;
-        record(&state, event::LOGOUT, &actor(req, Some(&auth.0.login)), json!({})).await;
+    async fn logout(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        #[oai(name = "refresh_token")] cookie: Cookie<Option<String>>,
+    ) -> ApiResult<LogoutResponse> {
+        let bearer = req
+            .headers()
+            .get(poem::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|t| state.jwt.verify_any_time(t.trim(), TokenKind::Access));
+        let refresh = cookie
+            .0
+            .as_deref()
+            .and_then(|t| state.jwt.verify_any_time(t, TokenKind::Refresh));
+        let mut login = None;
+        if let Some(c) = &bearer {
+            if c.expires_at() > Utc::now() {
+                tokens::revoke(&state.pool, c.jti, c.expires_at(), c.fam).await?;
+            } else {
+                tokens::revoke_family(&state.pool, c.fam).await?;
+            }
+            login = Some(c.sub.clone());
+        }
+        if let Some(c) = refresh
+            .as_ref()
+            .filter(|r| bearer.as_ref().is_none_or(|b| b.fam != r.fam))
+        {
+            tokens::revoke_family(&state.pool, c.fam).await?;
+            login = login.or(Some(c.sub.clone()));
+        }
+        if let Some(l) = &login {
+            record_jti(
+                &state,
+                event::LOGOUT,
+                &actor(req, Some(l)),
+                None,
+                bearer.map(|b| b.jti),
+            )
+            .await;
+        }
         Ok(LogoutResponse::Ok(
             Json(Detail {
-                detail: "logged out".into(),
+                detail: "Logged out".into(),
             }),
             refresh_cookie(&state, "", 0),
         ))

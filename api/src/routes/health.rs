@@ -6,6 +6,7 @@
 
 use crate::auth::Auth;
 use crate::error::ApiResult;
+use crate::payload::SerdeJson;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use pgmon_shared::config::CollectorConfig;
@@ -14,6 +15,7 @@ use pgmon_shared::store::collectors::{self, Heartbeat};
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Tags)]
@@ -65,6 +67,10 @@ pub struct Health {
     /// `ok`, or `degraded` when the store is unreachable (HTTP 503) or when some task has not been run
     /// by any collector for more than twice its interval (HTTP 200: the API itself still works).
     pub status: String,
+    /// When this answer was made.
+    pub timestamp: DateTime<Utc>,
+    /// Open pools to monitored servers.
+    pub pools_count: i64,
     pub version: String,
     pub uptime_secs: u64,
     pub store: StoreHealth,
@@ -80,7 +86,7 @@ pub enum HealthResponse {
     Degraded(Json<Health>),
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 pub struct StorePool {
     pub max: u32,
     pub size: u32,
@@ -89,7 +95,7 @@ pub struct StorePool {
 }
 
 /// A pool of connections from this API to one monitored server (for live status).
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 pub struct RemotePool {
     pub server: String,
     /// `default` or `high_load`.
@@ -103,7 +109,7 @@ pub struct RemotePool {
 
 /// Whole history answers this API keeps until their server's data changes
 /// (`api.history_response_cache_mb`).
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 pub struct HistoryAnswers {
     /// False while the API's `LISTEN` connection to the store is down: nothing is kept or served.
     pub active: bool,
@@ -116,12 +122,31 @@ pub struct HistoryAnswers {
     pub computed: u64,
 }
 
-#[derive(Debug, Object)]
+/// A remote pool as the original listed it, under the key `host:port:user:dbname`.
+#[derive(Debug, serde::Serialize)]
+pub struct OriginalPool {
+    pub minconn: usize,
+    pub maxconn: usize,
+    pub closed: bool,
+}
+
+/// The pools. Besides the fields below, every open remote pool is also a member named
+/// `host:port:user:dbname` holding `{minconn, maxconn, closed}`, as the original listed its pools.
+#[derive(Debug, Object, serde::Serialize)]
 pub struct PoolsStatus {
     pub store: StorePool,
     /// Open pools to monitored servers, by server name; pools idle for 5 minutes are closed.
     pub remote: Vec<RemotePool>,
     pub history_answers: HistoryAnswers,
+    #[oai(skip)]
+    #[serde(flatten)]
+    pub original: BTreeMap<String, OriginalPool>,
+}
+
+impl crate::payload::JsonSizeHint for PoolsStatus {
+    fn json_size_hint(&self) -> usize {
+        512 + self.remote.len() * 300
+    }
 }
 
 pub struct HealthApi;
@@ -129,7 +154,7 @@ pub struct HealthApi;
 #[OpenApi(tag = "Tag::Health")]
 impl HealthApi {
     /// Health of the API and its store; 503 with `degraded` when the store is unreachable.
-    #[oai(path = "/api/health", method = "get")]
+    #[oai(path = "/health", method = "get")]
     async fn health(&self, state: Data<&AppState>) -> HealthResponse {
         let t = std::time::Instant::now();
         let version = tokio::time::timeout(Duration::from_secs(2), store::schema_version(&state.pool)).await;
@@ -150,6 +175,8 @@ impl HealthApi {
             .is_some_and(|c| c.tasks.iter().any(|t| t.overdue));
         let body = Health {
             status: if reachable && !overdue { "ok" } else { "degraded" }.into(),
+            timestamp: Utc::now(),
+            pools_count: state.remote.infos().len() as i64,
             collectors,
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: state.started.elapsed().as_secs(),
@@ -167,21 +194,34 @@ impl HealthApi {
         }
     }
 
-    /// Connection pools: the store's (remote server pools are added by the stats API).
-    #[oai(path = "/api/pools/status", method = "get")]
-    async fn pools(&self, state: Data<&AppState>, _auth: Auth) -> ApiResult<Json<PoolsStatus>> {
+    /// Connection pools: the store's and those to monitored servers, and the kept history answers.
+    #[oai(path = "/pools/status", method = "get")]
+    async fn pools(&self, state: Data<&AppState>, _auth: Auth) -> ApiResult<SerdeJson<PoolsStatus>> {
         let size = state.pool.size();
         let idle = u32::try_from(state.pool.num_idle()).unwrap_or(u32::MAX);
-        Ok(Json(PoolsStatus {
+        let infos = state.remote.infos();
+        let original = infos
+            .iter()
+            .map(|p| {
+                (
+                    p.key.clone(),
+                    OriginalPool {
+                        minconn: 0,
+                        maxconn: p.max,
+                        closed: false,
+                    },
+                )
+            })
+            .collect();
+        SerdeJson::new(&PoolsStatus {
+            original,
             store: StorePool {
                 max: state.cfg.store.max_connections,
                 size,
                 idle,
                 in_use: size.saturating_sub(idle),
             },
-            remote: state
-                .remote
-                .infos()
+            remote: infos
                 .into_iter()
                 .map(|p| RemotePool {
                     server: p.server,
@@ -203,7 +243,7 @@ impl HealthApi {
                     computed: h.computed,
                 }
             },
-        }))
+        })
     }
 }
 

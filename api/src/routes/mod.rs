@@ -8,6 +8,12 @@ pub mod ssh_keys;
 pub mod stats;
 pub mod users;
 
+/// The original backend's answer to a delete (and pgmon's to other changes without a body).
+#[derive(Debug, poem_openapi::Object)]
+pub struct Message {
+    pub message: String,
+}
+
 /// Every API of the service, in the order Swagger UI lists them.
 pub fn apis() -> (
     auth::AuthApi,

@@ -8,34 +8,30 @@
 //! (`password`, `ssh`, `ssh.key_id`, `ssh.password`). A server authenticates over SSH with a key or a
 //! password, never both: setting one drops the other.
 
+use super::Message;
 use super::auth::{actor, record};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
+use crate::live::{self, DiskStatus, LiveStatus};
+use crate::payload::JsonBody;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use pgmon_shared::remote;
 use pgmon_shared::ssh;
+use pgmon_shared::store::audit::event;
 use pgmon_shared::store::servers::{self, SecretChange, ServerRow, ServerSpec, SshSpec, SshTargetError};
+use pgmon_shared::store::stats_read;
 use pgmon_shared::store::{StoreError, ssh_keys};
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
-use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
-use serde_json::json;
-use std::sync::LazyLock;
+use poem_openapi::{Object, OpenApi, Tags};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use uuid::Uuid;
-
-/// Audit event names of this module.
-mod event {
-    pub const SERVER_CREATED: &str = "server_created";
-    pub const SERVER_UPDATED: &str = "server_updated";
-    pub const SERVER_DELETED: &str = "server_deleted";
-    pub const SSH_HOST_KEY_CLEARED: &str = "ssh_host_key_cleared";
-    pub const SSH_HOST_KEY_PINNED: &str = "ssh_host_key_pinned";
-}
 
 /// `test-ssh` answers within this, whatever the peer does (connect, auth and command have their own
 /// shorter deadlines inside it).
@@ -50,7 +46,7 @@ enum Tag {
 }
 
 static NAME: LazyLock<regex::Regex> =
-    LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$").expect("static regex"));
+    LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$").expect("static regex"));
 static HOSTNAME: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
         .expect("static regex")
@@ -61,110 +57,241 @@ static SSH_USER: LazyLock<regex::Regex> =
 // ---------------------------------------------------------------------------------------------
 // Bodies
 
-/// SSH settings as sent by clients.
-#[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
-pub struct SshIn {
-    /// `null` or left out at creation: the server's `host` (following it when it changes).
-    pub host: MaybeUndefined<String>,
-    /// Default 22.
-    pub port: Option<i64>,
-    /// Default `postgres`.
-    pub username: Option<String>,
-    /// A stored SSH key (`/ssh-keys`); `null` removes it.
-    pub key_id: MaybeUndefined<Uuid>,
-    /// Login password, when no key is used; `null` removes it, leaving it out keeps the stored one.
-    #[oai(write_only)]
-    pub password: MaybeUndefined<String>,
-    /// The directory whose file system `df` measures. Default `/`.
-    pub data_path: Option<String>,
-}
-
-/// A server as sent to `POST /servers` and `PUT /servers/{name}`.
-#[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+/// A server as the original's clients send it: `POST` with the form's fields, `PUT` with the whole
+/// object `GET /servers` gave plus the edits. Fields the answer carries but a client cannot set
+/// (status, version, connections, ...) are accepted and ignored. An empty `password`, `ssh_password`
+/// or `ssh_key_passphrase` keeps the stored one; `null` removes it.
+#[derive(Debug, Object, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerIn {
-    /// `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`; required on POST, a new value on PUT renames.
+    /// `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`; required on POST, a new value on PUT renames.
     pub name: Option<String>,
     /// Host name or IP address; required on POST.
     pub host: Option<String>,
-    /// Default 5432.
-    pub port: Option<i64>,
-    /// Default `postgres`.
-    pub dbname: Option<String>,
-    /// Required on POST.
-    pub username: Option<String>,
-    /// Leaving it out keeps the stored password; `null` removes it.
+    /// Default (and `null`) 5432.
+    #[serde(default)]
+    pub port: MaybeUndefined<i64>,
+    /// The PostgreSQL role; required on POST.
+    pub user: Option<String>,
     #[oai(write_only)]
+    #[serde(default)]
     pub password: MaybeUndefined<String>,
+    /// The database the monitor connects to first; default `postgres`.
+    pub dbname: Option<String>,
     /// `disable | prefer | require | verify-ca | verify-full`, as libpq; default `prefer`.
     pub sslmode: Option<String>,
     /// `default | high_load`; default `default`.
     pub pool: Option<String>,
-    /// Default true.
+    /// Default true; a disabled server is neither collected nor probed.
     pub enabled: Option<bool>,
     pub description: Option<String>,
-    /// `null` turns SSH off.
-    pub ssh: MaybeUndefined<SshIn>,
+    /// `password` or `key`, as the original; pgmon also takes `none` (SSH off, its credentials
+    /// forgotten). SSH is on when the chosen method has a credential.
+    pub ssh_auth_type: Option<String>,
+    /// Default `postgres`.
+    pub ssh_user: Option<String>,
+    /// Default (and `null`) 22.
+    #[serde(default)]
+    pub ssh_port: MaybeUndefined<i64>,
+    #[oai(write_only)]
+    #[serde(default)]
+    pub ssh_password: MaybeUndefined<String>,
+    /// A stored SSH key's id; `""` or `null`: none.
+    #[serde(default)]
+    pub ssh_key_id: MaybeUndefined<String>,
+    /// Accepted for the original's clients and not used: pgmon keeps keys without a passphrase.
+    #[oai(write_only)]
+    #[serde(default)]
+    pub ssh_key_passphrase: MaybeUndefined<String>,
+    /// The SSH host when it is not `host`; `null` or `""`: follow `host`.
+    #[serde(default)]
+    pub ssh_host: MaybeUndefined<String>,
+    /// The directory whose file system `df` measures; default `/`.
+    pub ssh_data_path: Option<String>,
+    /// Read-only fields of the answer, accepted and ignored.
+    pub id: Option<serde_json::Value>,
+    pub has_password: Option<serde_json::Value>,
+    pub has_ssh_password: Option<serde_json::Value>,
+    pub ssh_key_info: Option<serde_json::Value>,
+    pub ssh_enabled: Option<serde_json::Value>,
+    pub ssh_host_key_fingerprint: Option<serde_json::Value>,
+    pub status: Option<serde_json::Value>,
+    pub status_checked_at: Option<serde_json::Value>,
+    pub status_source: Option<serde_json::Value>,
+    pub timestamp: Option<serde_json::Value>,
+    pub reachable: Option<serde_json::Value>,
+    pub error_class: Option<serde_json::Value>,
+    pub error: Option<serde_json::Value>,
+    pub version: Option<serde_json::Value>,
+    pub version_num: Option<serde_json::Value>,
+    pub in_recovery: Option<serde_json::Value>,
+    pub connections: Option<serde_json::Value>,
+    pub uptime_hours: Option<serde_json::Value>,
+    pub free_space: Option<serde_json::Value>,
+    pub total_space: Option<serde_json::Value>,
+    pub data_dir: Option<serde_json::Value>,
+    pub created_at: Option<serde_json::Value>,
+    pub updated_at: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Object)]
-pub struct SshOut {
-    pub host: String,
-    pub port: i32,
-    pub username: String,
-    pub key_id: Option<Uuid>,
-    pub has_password: bool,
-    pub data_path: String,
-    /// `SHA256:...` of the host key pinned at first contact; null until then.
-    pub host_key_fingerprint: Option<String>,
+/// The SSH key a server logs in with.
+#[derive(Debug, Clone, Object)]
+pub struct KeyInfo {
+    pub name: String,
+    pub fingerprint: String,
 }
 
+/// A server as the original's clients read it, its live status included, plus pgmon's settings.
+///
+/// The live part comes from what this API knows (probes refreshed in the background, else the
+/// collector's last sample): the list never waits on a slow or dead server. `status_checked_at` says
+/// how old it is.
 #[derive(Debug, Object)]
 pub struct ServerOut {
-    pub id: i64,
     pub name: String,
     pub host: String,
     pub port: i32,
-    pub dbname: String,
-    pub username: String,
+    pub user: String,
     pub has_password: bool,
+    pub ssh_user: String,
+    pub ssh_port: i32,
+    pub has_ssh_password: bool,
+    /// `key` when a key is set, else `password` (see `ssh_enabled`).
+    pub ssh_auth_type: String,
+    pub ssh_key_id: Option<String>,
+    pub ssh_key_info: Option<KeyInfo>,
+    /// `ok`, `ok (SSH: <class>)`, `error: PostgreSQL: <reason>`, `pending` (not asked yet) or
+    /// `disabled`: the original's clients show "down" for anything containing "error".
+    pub status: String,
+    /// `server_version`, e.g. `15.10 (Debian 15.10-0+deb12u1)`.
+    pub version: Option<String>,
+    /// Every session on the server by state (`None`: background processes).
+    pub connections: Option<BTreeMap<String, i64>>,
+    pub uptime_hours: Option<f64>,
+    /// Bytes available and in all on the data directory's file system (SSH).
+    pub free_space: Option<i64>,
+    pub total_space: Option<i64>,
+    pub data_dir: Option<String>,
+    /// `status_checked_at` as seconds since the epoch (the original's cache stamp).
+    pub timestamp: Option<f64>,
+    pub id: i64,
+    pub dbname: String,
     pub sslmode: String,
     pub pool: String,
     pub enabled: bool,
     pub description: String,
-    pub ssh: Option<SshOut>,
+    /// SSH is used (a key or a password is set).
+    pub ssh_enabled: bool,
+    /// `null`: SSH goes to `host`.
+    pub ssh_host: Option<String>,
+    pub ssh_data_path: String,
+    /// `SHA256:...` of the host key pinned at first contact; null until then.
+    pub ssh_host_key_fingerprint: Option<String>,
+    /// When the status was taken, and by whom: `api` (this API's probe) or `collector` (its last
+    /// sample, before this API asked).
+    pub status_checked_at: Option<DateTime<Utc>>,
+    pub status_source: Option<String>,
+    pub reachable: Option<bool>,
+    /// `auth_failed`, `timeout`, `unreachable`, `tls` or `other` when not reachable.
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+    pub version_num: Option<i32>,
+    pub in_recovery: Option<bool>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<ServerRow> for ServerOut {
-    fn from(s: ServerRow) -> Self {
-        let ssh = s.ssh_enabled.then(|| SshOut {
-            host: s.ssh_host.clone().unwrap_or_else(|| s.host.clone()),
-            port: s.ssh_port.unwrap_or(22),
-            username: s.ssh_username.clone().unwrap_or_default(),
-            key_id: s.ssh_key_id,
-            has_password: s.ssh_password_enc.is_some(),
-            data_path: s.ssh_data_path.clone().unwrap_or_else(|| "/".into()),
-            host_key_fingerprint: s.ssh_host_key_fingerprint.clone(),
-        });
-        Self {
-            id: s.id,
-            name: s.name,
-            host: s.host,
-            port: s.port,
-            dbname: s.dbname,
-            username: s.username,
-            has_password: s.password_enc.is_some(),
-            sslmode: s.sslmode,
-            pool: s.pool,
-            enabled: s.enabled,
-            description: s.description,
-            ssh,
-            created_at: s.created_at,
-            updated_at: s.updated_at,
+/// What is known of a server's live state when it is shown.
+#[derive(Default)]
+struct Seen {
+    status: Option<(DateTime<Utc>, Arc<LiveStatus>)>,
+    disk: Option<DiskStatus>,
+    collector: Option<stats_read::LastSeen>,
+}
+
+fn server_out(s: ServerRow, key: Option<KeyInfo>, seen: Seen) -> ServerOut {
+    let live = seen.status.as_ref().map(|(_, l)| l.as_ref());
+    let mut status = live::original_status(live, seen.disk.as_ref());
+    let mut checked_at = seen.status.as_ref().map(|(t, _)| *t);
+    let mut source = live.map(|_| "api".to_string());
+    let (mut reachable, mut error_class, mut error) = match live {
+        Some(l) => (Some(l.reachable), l.error_class.clone(), l.error.clone()),
+        None => (None, None, None),
+    };
+    let (mut free, mut total) = match seen.disk.as_ref().filter(|d| d.ok) {
+        Some(d) => (
+            d.available_bytes.and_then(|b| i64::try_from(b).ok()),
+            d.total_bytes.and_then(|b| i64::try_from(b).ok()),
+        ),
+        None => (None, None),
+    };
+    if let Some(c) = seen.collector {
+        if live.is_none()
+            && let (Some(at), Some(up)) = (c.collected_at, c.up)
+        {
+            status = if up {
+                "ok".into()
+            } else {
+                format!(
+                    "error: PostgreSQL: {}",
+                    c.error.as_deref().unwrap_or("unreachable")
+                )
+            };
+            checked_at = Some(at);
+            source = Some("collector".into());
+            reachable = Some(up);
+            error_class = c.error_class;
+            error = c.error;
         }
+        if free.is_none() && total.is_none() {
+            free = c.disk_available_bytes;
+            total = c.disk_total_bytes;
+        }
+    }
+    if !s.enabled {
+        status = "disabled".into();
+    }
+    ServerOut {
+        has_password: s.password_enc.is_some(),
+        ssh_user: s.ssh_username.clone().unwrap_or_else(|| "postgres".into()),
+        ssh_port: s.ssh_port.unwrap_or(22),
+        has_ssh_password: s.ssh_password_enc.is_some(),
+        ssh_auth_type: if s.ssh_key_id.is_some() { "key" } else { "password" }.into(),
+        ssh_key_id: s.ssh_key_id.map(|k| k.to_string()),
+        ssh_key_info: key,
+        status,
+        version: live.and_then(|l| l.server_version.clone()),
+        connections: live.and_then(|l| l.sessions_by_state.clone()),
+        uptime_hours: live
+            .and_then(|l| l.uptime_secs)
+            .map(|u| (u / 36.0).round() / 100.0),
+        free_space: free,
+        total_space: total,
+        data_dir: live.and_then(|l| l.data_directory.clone()),
+        timestamp: checked_at.map(|t| t.timestamp_micros() as f64 / 1e6),
+        ssh_enabled: s.ssh_enabled,
+        ssh_host: s.ssh_host,
+        ssh_data_path: s.ssh_data_path.unwrap_or_else(|| "/".into()),
+        ssh_host_key_fingerprint: s.ssh_host_key_fingerprint,
+        status_checked_at: checked_at,
+        status_source: source,
+        reachable,
+        error_class,
+        error,
+        version_num: live.and_then(|l| l.version_num),
+        in_recovery: live.and_then(|l| l.in_recovery),
+        id: s.id,
+        name: s.name,
+        host: s.host,
+        port: s.port,
+        user: s.username,
+        dbname: s.dbname,
+        sslmode: s.sslmode,
+        pool: s.pool,
+        enabled: s.enabled,
+        description: s.description,
+        created_at: s.created_at,
+        updated_at: s.updated_at,
     }
 }
 
@@ -176,18 +303,20 @@ pub struct DiskOut {
     pub available_bytes: u64,
 }
 
-/// `{"ok": true, ...}` or `{"ok": false, "error": CLASS, "message": ...}`.
+/// The original's `{success, message, auth_type}`, plus what pgmon measured.
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct TestSshOut {
-    pub ok: bool,
+    pub success: bool,
+    pub message: String,
+    /// `password` or `key`.
+    pub auth_type: String,
     pub latency_ms: Option<f64>,
     /// The key the host presented (also on `host_key_mismatch`).
     pub host_key_fingerprint: Option<String>,
     pub disk: Option<DiskOut>,
     /// `auth_failed | timeout | unreachable | host_key_mismatch | command_failed`
     pub error: Option<String>,
-    pub message: Option<String>,
 }
 
 /// `{"ok": true, "latency_ms", "version", "in_recovery"}` or `{"ok": false, "error", "message"}`.
@@ -202,6 +331,9 @@ pub struct TestConnectionOut {
     /// `auth_failed | timeout | unreachable | tls | other`
     pub error: Option<String>,
     pub message: Option<String>,
+    /// Sessions by state when connected.
+    pub active: Option<i64>,
+    pub idle: Option<i64>,
 }
 
 impl TestConnectionOut {
@@ -213,20 +345,17 @@ impl TestConnectionOut {
             in_recovery: None,
             error: Some(class.into()),
             message: Some(message),
+            active: None,
+            idle: None,
         }
     }
 }
 
-#[derive(ApiResponse)]
-pub enum Created {
-    #[oai(status = 201)]
-    Created(Json<ServerOut>),
-}
-
-#[derive(ApiResponse)]
-pub enum Deleted {
-    #[oai(status = 204)]
-    Deleted,
+/// The original's answer to `test-pg`.
+#[derive(Debug, Object)]
+pub struct TestPgOut {
+    pub success: bool,
+    pub message: String,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,14 +365,51 @@ pub struct ServersApi;
 
 #[OpenApi(tag = "Tag::Servers")]
 impl ServersApi {
-    /// All monitored servers (any role).
+    /// All monitored servers with their live status (any role). Never waits on a server: the status
+    /// is what this API last learned, refreshed in the background (see `status_checked_at`).
     #[oai(path = "/servers", method = "get")]
     async fn list(&self, state: Data<&AppState>, _auth: Auth) -> ApiResult<Json<Vec<ServerOut>>> {
         let rows = servers::list(&state.pool).await?;
-        Ok(Json(rows.into_iter().map(ServerOut::from).collect()))
+        let keys = key_infos(&state, &rows).await?;
+        let mut seen: Vec<Seen> = rows
+            .iter()
+            .map(|r| {
+                if !r.enabled {
+                    return Seen::default();
+                }
+                let k = state.live.known(&state, r);
+                Seen {
+                    status: k.status.map(|(at, v)| (live::wall_clock(at), v)),
+                    disk: k.disk.and_then(|(_, d)| (*d).clone()),
+                    collector: None,
+                }
+            })
+            .collect();
+        // Servers this API has no answer of yet: the collector's last word.
+        let missing: Vec<i64> = rows
+            .iter()
+            .zip(&seen)
+            .filter(|(r, s)| r.enabled && (s.status.is_none() || s.disk.is_none()))
+            .map(|(r, _)| r.id)
+            .collect();
+        if !missing.is_empty() {
+            let mut last = stats_read::last_seen(&state.pool, &missing).await?;
+            for (r, s) in rows.iter().zip(seen.iter_mut()) {
+                s.collector = last.remove(&r.id);
+            }
+        }
+        Ok(Json(
+            rows.into_iter()
+                .zip(seen)
+                .map(|(r, s)| {
+                    let key = r.ssh_key_id.and_then(|k| keys.get(&k).cloned());
+                    server_out(r, key, s)
+                })
+                .collect(),
+        ))
     }
 
-    /// One server (any role).
+    /// One server with its live status (any role); waits at most the connect deadline.
     #[oai(path = "/servers/:name", method = "get")]
     async fn get(
         &self,
@@ -251,33 +417,43 @@ impl ServersApi {
         _auth: Auth,
         name: Path<String>,
     ) -> ApiResult<Json<ServerOut>> {
-        Ok(Json(load(&state, &name).await?.into()))
+        let row = load(&state, &name).await?;
+        Ok(Json(with_status(&state, row, false).await?))
     }
 
-    /// Register a server (admin, operator). 409 if the name is taken.
+    /// Register a server (admin, operator) and probe it: `status` says whether pgmon reaches it.
+    /// 409 if the name is taken.
     #[oai(path = "/servers", method = "post")]
     async fn create(
         &self,
         state: Data<&AppState>,
         req: &Request,
         auth: Auth,
-        body: Json<ServerIn>,
-    ) -> ApiResult<Created> {
+        body: JsonBody<ServerIn>,
+    ) -> ApiResult<Json<ServerOut>> {
         let me = auth.operator()?;
         let spec = build_spec(&state, body.0, None).await?;
         let row = servers::create(&state.pool, &spec).await?;
+        let details = format!(
+            "server {} ({}:{}){}",
+            row.name,
+            row.host,
+            row.port,
+            ssh_words(&row)
+        );
         record(
             &state,
-            event::SERVER_CREATED,
+            event::SERVER_CREATE,
             &actor(req, Some(&me.login)),
-            json!({ "server": row.name, "host": row.host, "port": row.port, "ssh": row.ssh_enabled }),
+            Some(&details),
         )
         .await;
-        Ok(Created::Created(Json(row.into())))
+        Ok(Json(with_status(&state, row, true).await?))
     }
 
-    /// Change a server (admin, operator). Left-out fields keep their stored values; a new `name`
-    /// renames it (its collected stats follow: they reference the server by id).
+    /// Change a server (admin, operator): fields left out keep their stored values, a new `name`
+    /// renames it (its collected stats follow: they reference the server by id). The whole object
+    /// of `GET` may be sent back; read-only fields are ignored.
     #[oai(path = "/servers/:name", method = "put")]
     async fn update(
         &self,
@@ -285,7 +461,7 @@ impl ServersApi {
         req: &Request,
         auth: Auth,
         name: Path<String>,
-        body: Json<ServerIn>,
+        body: JsonBody<ServerIn>,
     ) -> ApiResult<Json<ServerOut>> {
         let me = auth.operator()?;
         let current = load(&state, &name).await?;
@@ -293,14 +469,15 @@ impl ServersApi {
         let row = servers::update(&state.pool, &name, &spec)
             .await
             .map_err(|e| not_found_as(e, &name))?;
+        let details = format!("server {}: {}", name.0, changes(&current, &row));
         record(
             &state,
-            event::SERVER_UPDATED,
+            event::SERVER_UPDATE,
             &actor(req, Some(&me.login)),
-            json!({ "server": row.name, "previous_name": name.0, "ssh": row.ssh_enabled }),
+            Some(&details),
         )
         .await;
-        Ok(Json(row.into()))
+        Ok(Json(with_status(&state, row, true).await?))
     }
 
     /// Delete a server (admin, operator). Its collected stats stay in the store, no longer reachable
@@ -312,19 +489,24 @@ impl ServersApi {
         req: &Request,
         auth: Auth,
         name: Path<String>,
-    ) -> ApiResult<Deleted> {
+    ) -> ApiResult<Json<Message>> {
         let me = auth.operator()?;
+        let row = load(&state, &name).await?;
         servers::delete(&state.pool, &name)
             .await
             .map_err(|e| not_found_as(e, &name))?;
+        state.live.forget(row.id);
+        let details = format!("server {} ({}:{})", row.name, row.host, row.port);
         record(
             &state,
-            event::SERVER_DELETED,
+            event::SERVER_DELETE,
             &actor(req, Some(&me.login)),
-            json!({ "server": name.0 }),
+            Some(&details),
         )
         .await;
-        Ok(Deleted::Deleted)
+        Ok(Json(Message {
+            message: format!("Server {} deleted", name.0),
+        }))
     }
 
     /// Forget the pinned SSH host key (admin, operator): the next successful `test-ssh` or collector
@@ -336,19 +518,22 @@ impl ServersApi {
         req: &Request,
         auth: Auth,
         name: Path<String>,
-    ) -> ApiResult<Deleted> {
+    ) -> ApiResult<Json<Message>> {
         let me = auth.operator()?;
         let row = servers::clear_host_key(&state.pool, &name)
             .await
             .map_err(|e| not_found_as(e, &name))?;
+        let details = format!("server {}: pinned SSH host key forgotten", row.name);
         record(
             &state,
             event::SSH_HOST_KEY_CLEARED,
             &actor(req, Some(&me.login)),
-            json!({ "server": row.name }),
+            Some(&details),
         )
         .await;
-        Ok(Deleted::Deleted)
+        Ok(Json(Message {
+            message: format!("the SSH host key of {} is no longer pinned", row.name),
+        }))
     }
 
     /// Connect to the server as the collector does and report version and role (admin, operator).
@@ -361,36 +546,36 @@ impl ServersApi {
     ) -> ApiResult<Json<TestConnectionOut>> {
         auth.operator()?;
         let server = load(&state, &name).await?;
-        let target = servers::remote_target(&state.crypto, &server).map_err(ApiError::internal)?;
-        let opts = remote::SessionOpts::new("pgmon-api");
-        let started = std::time::Instant::now();
-        let probe = async {
-            let client = remote::connect(&target, &opts).await?;
-            remote::call(
-                opts.call_deadline(),
-                client.query_one(
-                    "SELECT current_setting('server_version'), pg_is_in_recovery()",
-                    &[],
-                ),
+        Ok(Json(test_connection(&state, &server).await?))
+    }
+
+    /// The original's PostgreSQL connection test: `test-connection` as `{success, message}`
+    /// (admin, operator).
+    #[oai(path = "/servers/:name/test-pg", method = "post")]
+    async fn test_pg(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        name: Path<String>,
+    ) -> ApiResult<Json<TestPgOut>> {
+        auth.operator()?;
+        let server = load(&state, &name).await?;
+        let t = test_connection(&state, &server).await?;
+        let message = if t.ok {
+            format!(
+                "PG {}, соединений: {} акт. / {} idle ({:.2}с)",
+                t.version.as_deref().unwrap_or("?"),
+                t.active.unwrap_or(0),
+                t.idle.unwrap_or(0),
+                t.latency_ms.unwrap_or(0.0) / 1000.0
             )
-            .await
+        } else {
+            t.message.clone().unwrap_or_default()
         };
-        let out = match tokio::time::timeout(TEST_CONNECTION_DEADLINE, probe).await {
-            Err(_) => TestConnectionOut::failed("timeout", "no answer within 14 s".into()),
-            Ok(Err(e)) => TestConnectionOut::failed(e.class.as_str(), e.message),
-            Ok(Ok(row)) => {
-                let version: String = row.try_get(0).unwrap_or_default();
-                TestConnectionOut {
-                    ok: true,
-                    latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
-                    version: version.split_whitespace().next().map(str::to_string),
-                    in_recovery: row.try_get(1).ok(),
-                    error: None,
-                    message: None,
-                }
-            }
-        };
-        Ok(Json(out))
+        Ok(Json(TestPgOut {
+            success: t.ok,
+            message,
+        }))
     }
 
     /// Log in over SSH with the stored settings and run `df` on the data path (admin, operator).
@@ -407,11 +592,16 @@ impl ServersApi {
     ) -> ApiResult<Json<TestSshOut>> {
         let me = auth.operator()?;
         let server = load(&state, &name).await?;
+        let auth_type = if server.ssh_key_id.is_some() {
+            "key"
+        } else {
+            "password"
+        };
         let target = match servers::ssh_target(&state.pool, &state.crypto, &server).await {
             Ok(Some(t)) => t,
             Ok(None) => {
                 return Err(ApiError::bad_request(format!(
-                    "server {} has no SSH settings",
+                    "server {} has no SSH settings (set ssh_password or ssh_key_id)",
                     server.name
                 )));
             }
@@ -419,56 +609,141 @@ impl ServersApi {
             Err(e) => return Err(ApiError::internal(e)),
         };
         let data_path = server.ssh_data_path.as_deref().unwrap_or("/");
-        let result = ssh::disk_usage(&target, data_path, TEST_SSH_DEADLINE).await;
-        let out = match result {
+        let failed = |class: &str, message: String, fingerprint: Option<String>| TestSshOut {
+            success: false,
+            message,
+            auth_type: auth_type.into(),
+            latency_ms: None,
+            host_key_fingerprint: fingerprint,
+            disk: None,
+            error: Some(class.into()),
+        };
+        let out = match ssh::disk_usage(&target, data_path, TEST_SSH_DEADLINE).await {
             Ok(done) => {
                 if target.expected_fingerprint.is_none() {
                     let pinned =
                         servers::pin_host_key(&state.pool, server.id, &done.host_key_fingerprint).await?;
                     if !pinned {
-                        return Ok(Json(ssh_failed(
+                        return Ok(Json(failed(
                             ssh::SshErrorClass::HostKeyMismatch.as_str(),
                             "another host key was pinned meanwhile".into(),
                             Some(done.host_key_fingerprint),
                         )));
                     }
+                    let details = format!(
+                        "server {}: SSH host key {} pinned",
+                        server.name, done.host_key_fingerprint
+                    );
                     record(
                         &state,
                         event::SSH_HOST_KEY_PINNED,
                         &actor(req, Some(&me.login)),
-                        json!({ "server": server.name, "fingerprint": done.host_key_fingerprint }),
+                        Some(&details),
                     )
                     .await;
                 }
+                let d = done.value;
                 TestSshOut {
-                    ok: true,
+                    success: true,
+                    message: format!(
+                        "SSH OK ({:.0} ms): {} has {} of {} bytes available",
+                        done.latency_ms, d.mount, d.available_bytes, d.total_bytes
+                    ),
+                    auth_type: auth_type.into(),
                     latency_ms: Some(done.latency_ms),
                     host_key_fingerprint: Some(done.host_key_fingerprint),
                     disk: Some(DiskOut {
-                        mount: done.value.mount,
-                        total_bytes: done.value.total_bytes,
-                        used_bytes: done.value.used_bytes,
-                        available_bytes: done.value.available_bytes,
+                        mount: d.mount,
+                        total_bytes: d.total_bytes,
+                        used_bytes: d.used_bytes,
+                        available_bytes: d.available_bytes,
                     }),
                     error: None,
-                    message: None,
                 }
             }
-            Err(e) => ssh_failed(e.class.as_str(), e.message, e.host_key_fingerprint),
+            Err(e) => failed(e.class.as_str(), e.message, e.host_key_fingerprint),
         };
         Ok(Json(out))
     }
 }
 
-fn ssh_failed(class: &str, message: String, fingerprint: Option<String>) -> TestSshOut {
-    TestSshOut {
-        ok: false,
-        latency_ms: None,
-        host_key_fingerprint: fingerprint,
-        disk: None,
-        error: Some(class.into()),
-        message: Some(message),
+/// Names and fingerprints of the SSH keys `rows` log in with.
+async fn key_infos(state: &AppState, rows: &[ServerRow]) -> ApiResult<HashMap<Uuid, KeyInfo>> {
+    if rows.iter().all(|r| r.ssh_key_id.is_none()) {
+        return Ok(HashMap::new());
     }
+    Ok(ssh_keys::list(&state.pool)
+        .await?
+        .into_iter()
+        .map(|k| {
+            (
+                k.id,
+                KeyInfo {
+                    name: k.name,
+                    fingerprint: k.fingerprint,
+                },
+            )
+        })
+        .collect())
+}
+
+/// `row` with a status at most the cache TTL old (`fresh`: probed now, after a change).
+async fn with_status(state: &AppState, row: ServerRow, fresh: bool) -> ApiResult<ServerOut> {
+    let keys = key_infos(state, std::slice::from_ref(&row)).await?;
+    let key = row.ssh_key_id.and_then(|k| keys.get(&k).cloned());
+    if !row.enabled {
+        return Ok(server_out(row, key, Seen::default()));
+    }
+    let (status, disk) = if fresh {
+        (state.live.refresh(state, &row).await, None)
+    } else {
+        tokio::join!(state.live.status(state, &row), state.live.disk(state, &row))
+    };
+    let seen = Seen {
+        status: Some((status.checked_at, status)),
+        disk,
+        collector: None,
+    };
+    Ok(server_out(row, key, seen))
+}
+
+/// One connection as the collector makes it, and what the server says of itself.
+async fn test_connection(state: &AppState, server: &ServerRow) -> ApiResult<TestConnectionOut> {
+    let target = servers::remote_target(&state.crypto, server).map_err(ApiError::internal)?;
+    let opts = remote::SessionOpts::new("pgmon-api");
+    let started = std::time::Instant::now();
+    let probe = async {
+        let client = remote::connect(&target, &opts).await?;
+        remote::call(
+            opts.call_deadline(),
+            client.query_one(
+                "SELECT current_setting('server_version'), pg_is_in_recovery(),
+                        count(*) FILTER (WHERE state = 'active'), count(*) FILTER (WHERE state = 'idle')
+                 FROM pg_stat_activity",
+                &[],
+            ),
+        )
+        .await
+    };
+    Ok(
+        match tokio::time::timeout(TEST_CONNECTION_DEADLINE, probe).await {
+            Err(_) => TestConnectionOut::failed("timeout", "no answer within 14 s".into()),
+            Ok(Err(e)) => TestConnectionOut::failed(e.class.as_str(), e.message),
+            Ok(Ok(row)) => {
+                let version: String = row.try_get(0).unwrap_or_default();
+                TestConnectionOut {
+                    ok: true,
+                    latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
+                    version: version.split_whitespace().next().map(str::to_string),
+                    in_recovery: row.try_get(1).ok(),
+                    error: None,
+                    message: None,
+                    active: row.try_get(2).ok(),
+                    idle: row.try_get(3).ok(),
+                }
+            }
+        },
+    )
 }
 
 async fn load(state: &AppState, name: &str) -> ApiResult<ServerRow> {
@@ -484,6 +759,65 @@ fn not_found_as(e: StoreError, name: &str) -> ApiError {
     }
 }
 
+fn ssh_words(row: &ServerRow) -> String {
+    match (row.ssh_enabled, row.ssh_key_id.is_some()) {
+        (false, _) => String::new(),
+        (true, true) => ", SSH with a key".into(),
+        (true, false) => ", SSH with a password".into(),
+    }
+}
+
+/// What an update changed, in words for the audit; secrets only as "changed".
+fn changes(before: &ServerRow, after: &ServerRow) -> String {
+    let mut out = Vec::new();
+    let mut field = |name: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{name} {a} -> {b}"));
+        }
+    };
+    field("name", before.name.clone(), after.name.clone());
+    field("host", before.host.clone(), after.host.clone());
+    field("port", before.port.to_string(), after.port.to_string());
+    field("user", before.username.clone(), after.username.clone());
+    field("dbname", before.dbname.clone(), after.dbname.clone());
+    field("sslmode", before.sslmode.clone(), after.sslmode.clone());
+    field("pool", before.pool.clone(), after.pool.clone());
+    field("enabled", before.enabled.to_string(), after.enabled.to_string());
+    field("ssh", ssh_words(before), ssh_words(after));
+    field(
+        "ssh_host",
+        before.ssh_host.clone().unwrap_or_default(),
+        after.ssh_host.clone().unwrap_or_default(),
+    );
+    field(
+        "ssh_port",
+        before.ssh_port.unwrap_or(22).to_string(),
+        after.ssh_port.unwrap_or(22).to_string(),
+    );
+    field(
+        "ssh_user",
+        before.ssh_username.clone().unwrap_or_default(),
+        after.ssh_username.clone().unwrap_or_default(),
+    );
+    if before.description != after.description {
+        out.push("description changed".into());
+    }
+    if before.password_enc != after.password_enc {
+        out.push("password changed".into());
+    }
+    if before.ssh_password_enc != after.ssh_password_enc {
+        out.push("SSH password changed".into());
+    }
+    if before.ssh_key_id != after.ssh_key_id {
+        out.push("SSH key changed".into());
+    }
+    if out.is_empty() {
+        "nothing changed".into()
+    } else {
+        out.join(", ")
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation and merging
 
@@ -495,7 +829,7 @@ fn check_name(name: &str) -> ApiResult<()> {
     if NAME.is_match(name) {
         Ok(())
     } else {
-        Err(bad("name must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))
+        Err(bad("name must match ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"))
     }
 }
 
@@ -513,6 +847,15 @@ fn check_port(field: &str, port: i64) -> ApiResult<i32> {
     match i32::try_from(port) {
         Ok(p) if (1..=65535).contains(&p) => Ok(p),
         _ => Err(bad(format!("{field} must be between 1 and 65535"))),
+    }
+}
+
+/// A port as sent: left out keeps `current` (else `default`), `null` is the default.
+fn port_of(field: &str, v: MaybeUndefined<i64>, current: Option<i32>, default: i32) -> ApiResult<i32> {
+    match v {
+        MaybeUndefined::Value(p) => check_port(field, p),
+        MaybeUndefined::Null => Ok(default),
+        MaybeUndefined::Undefined => Ok(current.unwrap_or(default)),
     }
 }
 
@@ -540,15 +883,34 @@ fn check_secret(field: &str, value: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// A secret as sent: left out or `""` keeps the stored one (the original's forms send `""` for
+/// "unchanged"), `null` removes it.
 fn secret_change(state: &AppState, field: &str, v: MaybeUndefined<String>) -> ApiResult<SecretChange> {
     Ok(match v {
         MaybeUndefined::Undefined => SecretChange::Keep,
+        MaybeUndefined::Value(p) if p.is_empty() => SecretChange::Keep,
         MaybeUndefined::Null => SecretChange::Clear,
         MaybeUndefined::Value(p) => {
             check_secret(field, &p)?;
             SecretChange::Set(state.crypto.encrypt(&p))
         }
     })
+}
+
+/// `Some(None)`: no key (`""` or `null`); `None`: left out.
+async fn key_id_of(state: &AppState, v: MaybeUndefined<String>) -> ApiResult<Option<Option<Uuid>>> {
+    let id = match v {
+        MaybeUndefined::Undefined => return Ok(None),
+        MaybeUndefined::Null => return Ok(Some(None)),
+        MaybeUndefined::Value(s) if s.is_empty() => return Ok(Some(None)),
+        MaybeUndefined::Value(s) => s,
+    };
+    let missing = || bad(format!("ssh_key_id: no SSH key {id}"));
+    let uuid = Uuid::parse_str(&id).map_err(|_| missing())?;
+    if ssh_keys::get(&state.pool, uuid).await?.is_none() {
+        return Err(missing());
+    }
+    Ok(Some(Some(uuid)))
 }
 
 /// Validates `body`, applies defaults (create) or the stored values (update, `current`), and encrypts
@@ -566,22 +928,18 @@ async fn build_spec(state: &AppState, body: ServerIn, current: Option<&ServerRow
         (None, None) => return Err(bad("host is required")),
     };
     check_host("host", &host)?;
-    let port = match (body.port, current) {
-        (Some(p), _) => check_port("port", p)?,
-        (None, Some(c)) => c.port,
-        (None, None) => 5432,
-    };
+    let port = port_of("port", body.port, current.map(|c| c.port), 5432)?;
     let dbname = body
         .dbname
         .or_else(|| current.map(|c| c.dbname.clone()))
         .unwrap_or_else(|| "postgres".into());
     check_text("dbname", &dbname, 63, false)?;
-    let username = match (body.username, current) {
+    let username = match (body.user, current) {
         (Some(u), _) => u,
         (None, Some(c)) => c.username.clone(),
-        (None, None) => return Err(bad("username is required")),
+        (None, None) => return Err(bad("user is required")),
     };
-    check_text("username", &username, 63, false)?;
+    check_text("user", &username, 63, false)?;
     let sslmode = body
         .sslmode
         .or_else(|| current.map(|c| c.sslmode.clone()))
@@ -604,11 +962,23 @@ async fn build_spec(state: &AppState, body: ServerIn, current: Option<&ServerRow
         return Err(bad("description must be at most 2000 bytes"));
     }
     let password = secret_change(state, "password", body.password)?;
-    let ssh = match body.ssh {
-        MaybeUndefined::Null => None,
-        MaybeUndefined::Undefined => current.and_then(stored_ssh),
-        MaybeUndefined::Value(s) => Some(build_ssh(state, s, current.filter(|c| c.ssh_enabled)).await?),
-    };
+    if let MaybeUndefined::Value(p) = &body.ssh_key_passphrase {
+        check_secret("ssh_key_passphrase", p)?;
+    }
+    let ssh = build_ssh(
+        state,
+        SshFields {
+            auth_type: body.ssh_auth_type,
+            user: body.ssh_user,
+            port: body.ssh_port,
+            password: body.ssh_password,
+            key_id: body.ssh_key_id,
+            host: body.ssh_host,
+            data_path: body.ssh_data_path,
+        },
+        current,
+    )
+    .await?;
     Ok(ServerSpec {
         name,
         host,
@@ -624,80 +994,98 @@ async fn build_spec(state: &AppState, body: ServerIn, current: Option<&ServerRow
     })
 }
 
-fn stored_ssh(c: &ServerRow) -> Option<SshSpec> {
-    c.ssh_enabled.then(|| SshSpec {
-        host: c.ssh_host.clone(),
-        port: c.ssh_port.unwrap_or(22),
-        username: c.ssh_username.clone().unwrap_or_else(|| "postgres".into()),
-        key_id: c.ssh_key_id,
-        password: SecretChange::Keep,
-        data_path: c.ssh_data_path.clone().unwrap_or_else(|| "/".into()),
-    })
+/// The SSH part of a server body.
+struct SshFields {
+    auth_type: Option<String>,
+    user: Option<String>,
+    port: MaybeUndefined<i64>,
+    password: MaybeUndefined<String>,
+    key_id: MaybeUndefined<String>,
+    host: MaybeUndefined<String>,
+    data_path: Option<String>,
 }
 
-async fn build_ssh(state: &AppState, s: SshIn, current: Option<&ServerRow>) -> ApiResult<SshSpec> {
-    let ssh_host = match s.host {
-        MaybeUndefined::Value(h) => Some(h),
-        MaybeUndefined::Null => None,
+/// SSH settings after the change: `None` when SSH is off, which is when the chosen method has no
+/// credential (a key for `key`, a password for `password`), or `ssh_auth_type` is `none`. A server
+/// logs in with a key or a password, never both: choosing one drops the other.
+async fn build_ssh(
+    state: &AppState,
+    f: SshFields,
+    current: Option<&ServerRow>,
+) -> ApiResult<Option<SshSpec>> {
+    let host = match f.host {
+        MaybeUndefined::Value(h) if !h.is_empty() => {
+            check_host("ssh_host", &h)?;
+            Some(h)
+        }
+        MaybeUndefined::Value(_) | MaybeUndefined::Null => None,
         MaybeUndefined::Undefined => current.and_then(|c| c.ssh_host.clone()),
     };
-    if let Some(h) = &ssh_host {
-        check_host("ssh.host", h)?;
-    }
-    let port = match (s.port, current) {
-        (Some(p), _) => check_port("ssh.port", p)?,
-        (None, Some(c)) => c.ssh_port.unwrap_or(22),
-        (None, None) => 22,
-    };
-    let username = s
-        .username
+    let port = port_of("ssh_port", f.port, current.and_then(|c| c.ssh_port), 22)?;
+    let username = f
+        .user
+        .filter(|u| !u.is_empty())
         .or_else(|| current.and_then(|c| c.ssh_username.clone()))
         .unwrap_or_else(|| "postgres".into());
     if !SSH_USER.is_match(&username) {
-        return Err(bad("ssh.username must match ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"));
+        return Err(bad("ssh_user must match ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"));
     }
-    let data_path = s
+    let data_path = f
         .data_path
+        .filter(|p| !p.is_empty())
         .or_else(|| current.and_then(|c| c.ssh_data_path.clone()))
         .unwrap_or_else(|| "/".into());
-    check_text("ssh.data_path", &data_path, 4096, false)?;
+    check_text("ssh_data_path", &data_path, 4096, false)?;
     if !data_path.starts_with('/') {
-        return Err(bad("ssh.data_path must be an absolute path"));
+        return Err(bad("ssh_data_path must be an absolute path"));
     }
-    let (key_id, password) = match (s.key_id, s.password) {
-        (MaybeUndefined::Value(_), MaybeUndefined::Value(_)) => {
-            return Err(bad("give ssh.key_id or ssh.password, not both"));
+    let key_given = key_id_of(state, f.key_id).await?;
+    let password = secret_change(state, "ssh_password", f.password)?;
+    let stored_key = current.and_then(|c| c.ssh_key_id);
+    let stored_password = current.is_some_and(|c| c.ssh_password_enc.is_some());
+    let (key_id, password) = match f.auth_type.as_deref() {
+        Some("none") => return Ok(None),
+        Some("key") => {
+            let key = key_given.unwrap_or(stored_key);
+            if key.is_none() {
+                return Err(bad("ssh_auth_type key needs an SSH key: set ssh_key_id"));
+            }
+            (key, SecretChange::Clear)
         }
-        (MaybeUndefined::Value(k), _) => (Some(k), SecretChange::Clear),
-        (_, MaybeUndefined::Value(p)) => (
-            None,
-            secret_change(state, "ssh.password", MaybeUndefined::Value(p))?,
-        ),
-        (MaybeUndefined::Null, p) => (None, secret_change(state, "ssh.password", p)?),
-        (MaybeUndefined::Undefined, p) => (
-            current.and_then(|c| c.ssh_key_id),
-            secret_change(state, "ssh.password", p)?,
-        ),
+        Some("password") => (None, password),
+        Some(other) => {
+            return Err(bad(format!(
+                "ssh_auth_type must be password, key or none, not {other:?}"
+            )));
+        }
+        None => match (key_given, &password) {
+            (Some(Some(_)), SecretChange::Set(_)) => {
+                return Err(bad("give ssh_key_id or ssh_password, not both"));
+            }
+            (Some(Some(k)), _) => (Some(k), SecretChange::Clear),
+            (_, SecretChange::Set(_)) => (None, password),
+            (Some(None), _) => (None, password),
+            (None, _) => (stored_key, password),
+        },
     };
-    if let Some(k) = key_id
-        && ssh_keys::get(&state.pool, k).await?.is_none()
-    {
-        return Err(bad(format!("ssh.key_id: no SSH key {k}")));
-    }
     let has_password = match &password {
         SecretChange::Set(_) => true,
         SecretChange::Clear => false,
-        SecretChange::Keep => current.is_some_and(|c| c.ssh_password_enc.is_some()),
+        SecretChange::Keep => stored_password,
     };
     if key_id.is_none() && !has_password {
-        return Err(bad("ssh needs a key_id or a password"));
+        return Ok(None);
     }
-    Ok(SshSpec {
-        host: ssh_host,
+    Ok(Some(SshSpec {
+        host,
         port,
         username,
         key_id,
-        password,
+        password: if key_id.is_some() {
+            SecretChange::Clear
+        } else {
+            password
+        },
         data_path,
-    })
+    }))
 }

@@ -7,30 +7,25 @@
 //! it: the private key never leaves pgmon, so a passphrase would protect nothing the Fernet key does
 //! not, and pgmon would have to store it next to the key to log in unattended.
 
+use super::Message;
 use super::auth::{actor, record};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
+use crate::payload::JsonBody;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use pgmon_shared::ssh::{self, KeyError, KeyKind, KeyMaterial};
 use pgmon_shared::store::StoreError;
+use pgmon_shared::store::audit::event;
 use pgmon_shared::store::servers;
 use pgmon_shared::store::ssh_keys::{self, NewSshKey, SshKeyRow};
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::Path;
-use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::payload::Json;
 use poem_openapi::types::multipart::Upload;
-use poem_openapi::{ApiResponse, Enum, Multipart, Object, OpenApi, Tags};
-use serde_json::json;
-use std::sync::LazyLock;
+use poem_openapi::{Enum, Multipart, Object, OpenApi, Tags};
 use uuid::Uuid;
-
-mod event {
-    pub const SSH_KEY_CREATED: &str = "ssh_key_created";
-    pub const SSH_KEY_UPDATED: &str = "ssh_key_updated";
-    pub const SSH_KEY_DELETED: &str = "ssh_key_deleted";
-}
 
 /// The largest key file `import-file` reads (an RSA 16384 key in PEM is about 13 KiB).
 pub const MAX_KEY_FILE: usize = 1024 * 1024;
@@ -41,34 +36,32 @@ enum Tag {
     SshKeys,
 }
 
-static NAME: LazyLock<regex::Regex> =
-    LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$").expect("static regex"));
-
-#[derive(Debug, Clone, Copy, Enum, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Enum, PartialEq, Eq, serde::Deserialize)]
 #[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum KeyType {
     Ed25519,
     Rsa,
 }
 
-#[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[derive(Debug, Object, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GenerateIn {
-    /// `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`, unique; also the download's file name.
+    /// 1 to 64 characters, unique; no `/`, `\`, `"` or control characters (it names the download).
     pub name: String,
-    #[oai(rename = "type")]
     pub key_type: KeyType,
-    /// RSA only: 3072 (default) or 4096.
-    pub bits: Option<u32>,
-    /// Ends the public key line; default `pgmon@<name>`.
-    pub comment: Option<String>,
+    /// RSA only: 2048, 3072 (default) or 4096; ignored for ed25519.
+    pub key_size: Option<u32>,
     /// Accepted and not used: see the module documentation (the key is stored Fernet-encrypted).
     #[oai(write_only)]
     pub passphrase: Option<String>,
+    pub description: Option<String>,
+    /// Ends the public key line; default `pgmon@<name>`.
+    pub comment: Option<String>,
 }
 
-#[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[derive(Debug, Object, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ImportIn {
     pub name: String,
     /// OpenSSH, PEM PKCS#1 or PKCS#8; plain or encrypted.
@@ -77,6 +70,7 @@ pub struct ImportIn {
     /// Needed for an encrypted key; not stored.
     #[oai(write_only)]
     pub passphrase: Option<String>,
+    pub description: Option<String>,
     /// Default: the comment inside the key, if any.
     pub comment: Option<String>,
 }
@@ -87,31 +81,38 @@ pub struct ImportFileIn {
     pub file: Upload,
     pub name: String,
     pub passphrase: Option<String>,
+    pub description: Option<String>,
     pub comment: Option<String>,
 }
 
-#[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[derive(Debug, Object, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateIn {
     pub name: Option<String>,
-    pub comment: Option<String>,
+    /// `""` removes it.
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Object)]
 pub struct SshKeyOut {
     pub id: Uuid,
     pub name: String,
-    /// `ed25519`, `rsa` or `ecdsa`.
-    #[oai(rename = "type")]
-    pub key_type: String,
-    pub bits: Option<i32>,
     /// `SHA256:...`, as `ssh-keygen -l -E sha256` prints it.
     pub fingerprint: String,
-    /// One OpenSSH line, for `authorized_keys`.
-    pub public_key: String,
-    pub comment: String,
+    /// `ed25519`, `rsa` or `ecdsa`.
+    pub key_type: String,
     pub created_at: DateTime<Utc>,
     pub created_by: Option<String>,
+    /// One OpenSSH line, for `authorized_keys`.
+    pub public_key: String,
+    /// Always false: pgmon stores keys without a passphrase (it must log in unattended).
+    pub has_passphrase: bool,
+    /// Servers that log in with this key; a key in use cannot be deleted.
+    pub servers_count: i64,
+    pub description: Option<String>,
+    pub bits: Option<i32>,
+    /// The comment at the end of the public key line.
+    pub comment: String,
 }
 
 impl From<SshKeyRow> for SshKeyOut {
@@ -119,34 +120,28 @@ impl From<SshKeyRow> for SshKeyOut {
         Self {
             id: k.id,
             name: k.name,
-            key_type: k.key_type,
-            bits: k.bits,
             fingerprint: k.fingerprint,
-            public_key: k.public_key,
-            comment: k.comment,
+            key_type: k.key_type,
             created_at: k.created_at,
             created_by: k.created_by,
+            public_key: k.public_key,
+            has_passphrase: false,
+            servers_count: k.servers_count,
+            description: k.description,
+            bits: k.bits,
+            comment: k.comment,
         }
     }
 }
 
-#[derive(ApiResponse)]
-pub enum Created {
-    #[oai(status = 201)]
-    Created(Json<SshKeyOut>),
-}
-
-#[derive(ApiResponse)]
-pub enum Deleted {
-    #[oai(status = 204)]
-    Deleted,
-}
-
-#[derive(ApiResponse)]
-pub enum PublicKeyFile {
-    /// The public key line, as a `<name>.pub` attachment.
-    #[oai(status = 200, content_type = "text/plain; charset=utf-8")]
-    Ok(PlainText<String>, #[oai(header = "Content-Disposition")] String),
+/// The public key as the original's clients download it.
+#[derive(Debug, Object)]
+pub struct PublicKeyFile {
+    /// `<name>_id_<key_type>.pub`
+    pub filename: String,
+    pub content: String,
+    /// `text/plain`
+    pub content_type: String,
 }
 
 pub struct SshKeysApi;
@@ -168,50 +163,69 @@ impl SshKeysApi {
         state: Data<&AppState>,
         req: &Request,
         auth: Auth,
-        body: Json<GenerateIn>,
-    ) -> ApiResult<Created> {
+        body: JsonBody<GenerateIn>,
+    ) -> ApiResult<Json<SshKeyOut>> {
         let me = auth.operator()?;
-        let Json(body) = body;
+        let JsonBody(body) = body;
         check_name(&body.name)?;
+        check_description(body.description.as_deref())?;
         let comment = body.comment.unwrap_or_else(|| format!("pgmon@{}", body.name));
         check_comment(&comment)?;
         if body.passphrase.as_ref().is_some_and(|p| p.len() > 1024) {
             return Err(ApiError::bad_request("passphrase must be at most 1024 bytes"));
         }
-        let kind = match (body.key_type, body.bits) {
-            (KeyType::Ed25519, None | Some(256)) => KeyKind::Ed25519,
-            (KeyType::Ed25519, Some(_)) => {
-                return Err(ApiError::bad_request("bits applies to rsa keys only"));
+        let kind = match (body.key_type, body.key_size) {
+            (KeyType::Ed25519, _) => KeyKind::Ed25519,
+            (KeyType::Rsa, None) => KeyKind::Rsa { bits: 3072 },
+            (KeyType::Rsa, Some(bits @ (2048 | 3072 | 4096))) => KeyKind::Rsa { bits: bits as usize },
+            (KeyType::Rsa, Some(_)) => {
+                return Err(ApiError::bad_request("key_size must be 2048, 3072 or 4096"));
             }
-            (KeyType::Rsa, None | Some(3072)) => KeyKind::Rsa { bits: 3072 },
-            (KeyType::Rsa, Some(4096)) => KeyKind::Rsa { bits: 4096 },
-            (KeyType::Rsa, Some(_)) => return Err(ApiError::bad_request("bits must be 3072 or 4096")),
         };
         let material = tokio::task::spawn_blocking(move || ssh::generate_key(kind, &comment))
             .await
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)?;
-        store(&state, req, &me.login, body.name, material, "generate").await
+        store(
+            &state,
+            req,
+            &me.login,
+            body.name,
+            body.description,
+            material,
+            "generated",
+        )
+        .await
     }
 
     /// Import a private key given as text (admin, operator). 400 says whether the key is unreadable,
-    /// needs a passphrase or the passphrase is wrong.
+    /// needs a passphrase or the passphrase is wrong; 409 when the same key is stored already.
     #[oai(path = "/ssh-keys/import", method = "post")]
     async fn import(
         &self,
         state: Data<&AppState>,
         req: &Request,
         auth: Auth,
-        body: Json<ImportIn>,
-    ) -> ApiResult<Created> {
+        body: JsonBody<ImportIn>,
+    ) -> ApiResult<Json<SshKeyOut>> {
         let me = auth.operator()?;
-        let Json(body) = body;
+        let JsonBody(body) = body;
+        check_description(body.description.as_deref())?;
         let material = parse(&body.name, &body.private_key, body.passphrase, body.comment)?;
-        store(&state, req, &me.login, body.name, material, "import").await
+        store(
+            &state,
+            req,
+            &me.login,
+            body.name,
+            body.description,
+            material,
+            "imported",
+        )
+        .await
     }
 
-    /// Import a private key file (multipart fields `file`, `name`, `passphrase`; admin, operator).
-    /// A file over 1 MiB is refused with 413.
+    /// Import a private key file (multipart fields `file`, `name`, `passphrase`, `description`;
+    /// admin, operator). A file over 1 MiB is refused with 413.
     #[oai(path = "/ssh-keys/import-file", method = "post")]
     async fn import_file(
         &self,
@@ -219,13 +233,14 @@ impl SshKeysApi {
         req: &Request,
         auth: Auth,
         form: ImportFileIn,
-    ) -> ApiResult<Created> {
+    ) -> ApiResult<Json<SshKeyOut>> {
         let me = auth.operator()?;
         if form.file.size() > MAX_KEY_FILE {
             return Err(ApiError::too_large(format!(
                 "the key file is larger than {MAX_KEY_FILE} bytes"
             )));
         }
+        check_description(form.description.as_deref())?;
         let bytes = form.file.into_vec().await.map_err(ApiError::internal)?;
         if bytes.len() > MAX_KEY_FILE {
             return Err(ApiError::too_large(format!(
@@ -235,43 +250,73 @@ impl SshKeysApi {
         let text =
             String::from_utf8(bytes).map_err(|_| ApiError::bad_request(KeyError::NotAKey.to_string()))?;
         let material = parse(&form.name, &text, form.passphrase, form.comment)?;
-        store(&state, req, &me.login, form.name, material, "import-file").await
+        store(
+            &state,
+            req,
+            &me.login,
+            form.name,
+            form.description,
+            material,
+            "imported from a file",
+        )
+        .await
     }
 
     /// One key (admin, operator).
     #[oai(path = "/ssh-keys/:id", method = "get")]
-    async fn get(&self, state: Data<&AppState>, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<SshKeyOut>> {
+    async fn get(&self, state: Data<&AppState>, auth: Auth, id: Path<String>) -> ApiResult<Json<SshKeyOut>> {
         auth.operator()?;
-        Ok(Json(load(&state, id.0).await?.into()))
+        Ok(Json(load(&state, &id).await?.into()))
     }
 
-    /// Rename a key or change its comment (admin, operator). The public key line keeps the comment it
-    /// was created with, since that line is what hosts have in `authorized_keys`.
+    /// Rename a key or change its description (admin, operator). The public key line keeps the
+    /// comment it was created with, since that line is what hosts have in `authorized_keys`.
     #[oai(path = "/ssh-keys/:id", method = "put")]
     async fn update(
         &self,
         state: Data<&AppState>,
         req: &Request,
         auth: Auth,
-        id: Path<Uuid>,
-        body: Json<UpdateIn>,
+        id: Path<String>,
+        body: JsonBody<UpdateIn>,
     ) -> ApiResult<Json<SshKeyOut>> {
         let me = auth.operator()?;
-        let Json(body) = body;
+        let JsonBody(body) = body;
+        let before = load(&state, &id).await?;
         if let Some(n) = &body.name {
             check_name(n)?;
         }
-        if let Some(c) = &body.comment {
-            check_comment(c)?;
+        check_description(body.description.as_deref())?;
+        let row = ssh_keys::update(
+            &state.pool,
+            before.id,
+            body.name.as_deref(),
+            body.description.as_deref(),
+        )
+        .await
+        .map_err(|e| not_found_as(e, &id))?;
+        let mut changes = Vec::new();
+        if row.name != before.name {
+            changes.push(format!("name {} -> {}", before.name, row.name));
         }
-        let row = ssh_keys::update(&state.pool, id.0, body.name.as_deref(), body.comment.as_deref())
-            .await
-            .map_err(|e| not_found_as(e, id.0))?;
+        if row.description != before.description {
+            changes.push("description changed".to_string());
+        }
+        let details = format!(
+            "key {} ({}): {}",
+            row.name,
+            row.fingerprint,
+            if changes.is_empty() {
+                "nothing changed".to_string()
+            } else {
+                changes.join(", ")
+            }
+        );
         record(
             &state,
-            event::SSH_KEY_UPDATED,
+            event::SSH_KEY_UPDATE,
             &actor(req, Some(&me.login)),
-            json!({ "key_id": row.id, "name": row.name }),
+            Some(&details),
         )
         .await;
         Ok(Json(row.into()))
@@ -284,21 +329,24 @@ impl SshKeysApi {
         state: Data<&AppState>,
         req: &Request,
         auth: Auth,
-        id: Path<Uuid>,
-    ) -> ApiResult<Deleted> {
+        id: Path<String>,
+    ) -> ApiResult<Json<Message>> {
         let me = auth.operator()?;
-        let key = load(&state, id.0).await?;
-        ssh_keys::delete(&state.pool, id.0)
+        let key = load(&state, &id).await?;
+        ssh_keys::delete(&state.pool, key.id)
             .await
-            .map_err(|e| not_found_as(e, id.0))?;
+            .map_err(|e| not_found_as(e, &id))?;
+        let details = format!("key {} ({}, {})", key.name, key.key_type, key.fingerprint);
         record(
             &state,
-            event::SSH_KEY_DELETED,
+            event::SSH_KEY_DELETE,
             &actor(req, Some(&me.login)),
-            json!({ "key_id": key.id, "name": key.name, "fingerprint": key.fingerprint }),
+            Some(&details),
         )
         .await;
-        Ok(Deleted::Deleted)
+        Ok(Json(Message {
+            message: format!("SSH key {} deleted", key.name),
+        }))
     }
 
     /// Names of the servers that log in with this key (any role).
@@ -307,38 +355,53 @@ impl SshKeysApi {
         &self,
         state: Data<&AppState>,
         _auth: Auth,
-        id: Path<Uuid>,
+        id: Path<String>,
     ) -> ApiResult<Json<Vec<String>>> {
-        load(&state, id.0).await?;
-        Ok(Json(servers::names_using_key(&state.pool, id.0).await?))
+        let key = load(&state, &id).await?;
+        Ok(Json(servers::names_using_key(&state.pool, key.id).await?))
     }
 
-    /// The public key as a `<name>.pub` file (admin).
+    /// The public key, as the original's clients download it (admin).
     #[oai(path = "/ssh-keys/:id/download-public", method = "get")]
     async fn download_public(
         &self,
         state: Data<&AppState>,
         auth: Auth,
-        id: Path<Uuid>,
-    ) -> ApiResult<PublicKeyFile> {
+        id: Path<String>,
+    ) -> ApiResult<Json<PublicKeyFile>> {
         auth.admin()?;
-        let key = load(&state, id.0).await?;
-        // The name matches NAME, so it needs no quoting inside the header.
-        let disposition = format!("attachment; filename=\"{}.pub\"", key.name);
-        Ok(PublicKeyFile::Ok(
-            PlainText(format!("{}\n", key.public_key)),
-            disposition,
-        ))
+        let key = load(&state, &id).await?;
+        Ok(Json(PublicKeyFile {
+            filename: format!("{}_id_{}.pub", key.name, key.key_type),
+            content: key.public_key,
+            content_type: "text/plain".into(),
+        }))
     }
 }
 
+/// Key names also name the downloaded file: bounded, one line, no path or quoting characters.
 fn check_name(name: &str) -> ApiResult<()> {
-    if NAME.is_match(name) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "name must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
-        ))
+    let n = name.chars().count();
+    if n == 0 || n > 64 || name.trim().is_empty() {
+        return Err(ApiError::bad_request("name must be 1 to 64 characters"));
+    }
+    if name
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '/' | '\\' | '"'))
+    {
+        return Err(ApiError::bad_request(
+            "name must not contain /, \\, \" or control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_description(d: Option<&str>) -> ApiResult<()> {
+    match d {
+        Some(d) if d.chars().count() > 1000 => Err(ApiError::bad_request(
+            "description must be at most 1000 characters",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -378,9 +441,16 @@ async fn store(
     req: &Request,
     login: &str,
     name: String,
+    description: Option<String>,
     m: KeyMaterial,
     how: &str,
-) -> ApiResult<Created> {
+) -> ApiResult<Json<SshKeyOut>> {
+    if let Some(same) = ssh_keys::by_fingerprint(&state.pool, &m.fingerprint).await? {
+        return Err(ApiError::conflict(format!(
+            "this key is stored already as {:?} (fingerprint {})",
+            same.name, same.fingerprint
+        )));
+    }
     let new = NewSshKey {
         name,
         key_type: m.key_type,
@@ -389,26 +459,29 @@ async fn store(
         public_key: m.public_openssh,
         private_key_enc: state.crypto.encrypt(&m.private_openssh),
         comment: m.comment,
+        description: description.filter(|d| !d.is_empty()),
         created_by: Some(login.to_string()),
     };
     let row = ssh_keys::create(&state.pool, &new).await?;
+    let details = format!("key {} ({}, {how}, {})", row.name, row.key_type, row.fingerprint);
     record(
         state,
-        event::SSH_KEY_CREATED,
+        event::SSH_KEY_CREATE,
         &actor(req, Some(login)),
-        json!({ "key_id": row.id, "name": row.name, "type": row.key_type, "fingerprint": row.fingerprint, "how": how }),
+        Some(&details),
     )
     .await;
-    Ok(Created::Created(Json(row.into())))
+    Ok(Json(row.into()))
 }
 
-async fn load(state: &AppState, id: Uuid) -> ApiResult<SshKeyRow> {
-    ssh_keys::get(&state.pool, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("SSH key {id} not found")))
+/// A key by the id in the path; an id that is no UUID names no key (404, as any unknown id).
+async fn load(state: &AppState, id: &str) -> ApiResult<SshKeyRow> {
+    let not_found = || ApiError::not_found(format!("SSH key {id} not found"));
+    let uuid = Uuid::parse_str(id).map_err(|_| not_found())?;
+    ssh_keys::get(&state.pool, uuid).await?.ok_or_else(not_found)
 }
 
-fn not_found_as(e: StoreError, id: Uuid) -> ApiError {
+fn not_found_as(e: StoreError, id: &str) -> ApiError {
     match e {
         StoreError::NotFound => ApiError::not_found(format!("SSH key {id} not found")),
         e => e.into(),

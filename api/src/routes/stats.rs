@@ -1,9 +1,12 @@
-//! Collected statistics: live status of a server, history series with rates, database info. Open to
-//! every role.
+//! Collected statistics, open to every role: live status of a server, the original backend's server
+//! and database pages (per-database timelines with its bucket rules), database info, and pgmon's
+//! columnar series with reset-safe rates (`/servers/{name}/history`). The original's shapes and
+//! pgmon's are adapters over the same reads (`store::stats_read`).
 
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
-use crate::history_cache;
+use crate::history_cache::{self, Shape};
+use crate::live::{LiveStatus, SessionQuery};
 use crate::payload::SerdeJson;
 use crate::state::AppState;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -15,184 +18,6 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-mod live {
-    //! Asking a monitored server for its live status; failures become a `reachable: false` answer.
-
-    use super::{Connections, DiskStatus, LiveStatus};
-    use crate::remote_pools::session_opts;
-    use crate::state::AppState;
-    use chrono::Utc;
-    use pgmon_shared::remote::{self, ErrorClass, RemoteError};
-    use pgmon_shared::ssh;
-    use pgmon_shared::store::servers::{self, ServerRow};
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
-
-    /// Whole SSH exchange (connect, login, `df`) deadline.
-    const SSH_DEADLINE: Duration = Duration::from_secs(10);
-
-    const STATUS_SQL: &str = "
-        SELECT version(),
-               current_setting('server_version_num')::int4,
-               extract(epoch FROM now() - pg_postmaster_start_time())::float8,
-               pg_is_in_recovery(),
-               current_setting('max_connections')::int4,
-               a.total, a.active, a.idle, a.idle_xact, a.waiting, a.longest_query, a.longest_xact,
-               (SELECT count(*) FROM pg_database WHERE NOT datistemplate),
-               (SELECT sum(pg_database_size(oid))::int8 FROM pg_database
-                 WHERE datallowconn AND has_database_privilege(oid, 'CONNECT'))
-        FROM (SELECT count(*) AS total,
-                     count(*) FILTER (WHERE state = 'active') AS active,
-                     count(*) FILTER (WHERE state = 'idle') AS idle,
-                     count(*) FILTER (WHERE state LIKE 'idle in transaction%') AS idle_xact,
-                     count(*) FILTER (WHERE wait_event_type = 'Lock') AS waiting,
-                     extract(epoch FROM max(now() - query_start) FILTER (WHERE state = 'active'))::float8
-                         AS longest_query,
-                     extract(epoch FROM max(now() - xact_start))::float8 AS longest_xact
-              FROM pg_stat_activity
-              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()) a";
-
-    fn down(name: &str, e: &RemoteError, latency_ms: Option<f64>) -> LiveStatus {
-        LiveStatus {
-            server: name.to_string(),
-            reachable: false,
-            error_class: Some(e.class.as_str().to_string()),
-            error: Some(e.message.clone()),
-            checked_at: Utc::now(),
-            latency_ms,
-            version: None,
-            version_num: None,
-            uptime_secs: None,
-            in_recovery: None,
-            max_connections: None,
-            connections: None,
-            databases: None,
-            total_size_bytes: None,
-            longest_query_secs: None,
-            longest_transaction_secs: None,
-            disk: None,
-        }
-    }
-
-    pub async fn query(state: &AppState, server: &ServerRow) -> LiveStatus {
-        let target = match servers::remote_target(&state.crypto, server) {
-            Ok(t) => t,
-            Err(_) => {
-                let e = RemoteError::new(ErrorClass::Other, "the stored password cannot be decrypted");
-                return down(&server.name, &e, None);
-            }
-        };
-        let t = Instant::now();
-        let row = async {
-            let client = state
-                .remote
-                .get(server.id, &server.name, &server.pool, &target)
-                .await?;
-            let deadline = session_opts().call_deadline();
-            let stmt = remote::call(deadline, client.prepare_cached(STATUS_SQL)).await?;
-            remote::call(deadline, client.query_one(&stmt, &[])).await
-        }
-        .await;
-        let latency_ms = t.elapsed().as_secs_f64() * 1000.0;
-        let row = match row {
-            Ok(r) => r,
-            Err(e) => return down(&server.name, &e, Some(latency_ms)),
-        };
-        let get = |i: usize| -> Result<_, RemoteError> {
-            row.try_get::<_, Option<i64>>(i)
-                .map_err(|e| RemoteError::from_pg(&e))
-        };
-        let parsed = (|| -> Result<LiveStatus, RemoteError> {
-            let f = |e: tokio_postgres::Error| RemoteError::from_pg(&e);
-            Ok(LiveStatus {
-                server: server.name.clone(),
-                reachable: true,
-                error_class: None,
-                error: None,
-                checked_at: Utc::now(),
-                latency_ms: Some(latency_ms),
-                version: row.try_get(0).map_err(f)?,
-                version_num: row.try_get(1).map_err(f)?,
-                uptime_secs: row.try_get(2).map_err(f)?,
-                in_recovery: row.try_get(3).map_err(f)?,
-                max_connections: row.try_get(4).map_err(f)?,
-                connections: Some(Connections {
-                    total: get(5)?.unwrap_or(0),
-                    active: get(6)?.unwrap_or(0),
-                    idle: get(7)?.unwrap_or(0),
-                    idle_in_transaction: get(8)?.unwrap_or(0),
-                    waiting_on_lock: get(9)?.unwrap_or(0),
-                }),
-                longest_query_secs: row.try_get(10).map_err(f)?,
-                longest_transaction_secs: row.try_get(11).map_err(f)?,
-                databases: get(12)?,
-                total_size_bytes: get(13)?,
-                disk: None,
-            })
-        })();
-        parsed.unwrap_or_else(|e| down(&server.name, &e, Some(latency_ms)))
-    }
-
-    /// Disk usage over SSH, cached for `ssh_cache_ttl_secs`; `None` without SSH settings.
-    pub async fn disk(state: &AppState, server: &ServerRow) -> Option<DiskStatus> {
-        let path = server.ssh_data_path.as_deref().filter(|p| !p.is_empty())?;
-        if !server.ssh_enabled {
-            return None;
-        }
-        let ttl = Duration::from_secs(state.cfg.api.ssh_cache_ttl_secs);
-        let slot = state.remote.disk_slot(server.id);
-        let mut cached = slot.lock().await;
-        if let Some((at, v)) = &*cached
-            && at.elapsed() < ttl
-        {
-            return Some((**v).clone());
-        }
-        let failed = |class: &str, msg: String| DiskStatus {
-            ok: false,
-            mount: None,
-            total_bytes: None,
-            used_bytes: None,
-            available_bytes: None,
-            error_class: Some(class.to_string()),
-            error: Some(msg),
-            checked_at: Utc::now(),
-        };
-        let v = match servers::ssh_target(&state.pool, &state.crypto, server).await {
-            Ok(Some(target)) => match ssh::disk_usage(&target, path, SSH_DEADLINE).await {
-                Ok(out) => {
-                    if server.ssh_host_key_fingerprint.is_none() {
-                        if let Err(e) =
-                            servers::pin_host_key(&state.pool, server.id, &out.host_key_fingerprint).await
-                        {
-                            tracing::warn!(server = %server.name, error = %e, "cannot pin the SSH host key");
-                        }
-                        // A write inside a GET: the cached row without the pin must go now, not
-                        // when the NOTIFY comes back.
-                        state.cache.invalidate();
-                    }
-                    DiskStatus {
-                        ok: true,
-                        mount: Some(out.value.mount),
-                        total_bytes: Some(out.value.total_bytes),
-                        used_bytes: Some(out.value.used_bytes),
-                        available_bytes: Some(out.value.available_bytes),
-                        error_class: None,
-                        error: None,
-                        checked_at: Utc::now(),
-                    }
-                }
-                Err(e) => failed(e.class.as_str(), e.message),
-            },
-            Ok(None) => return None,
-            Err(e) => failed("other", e.to_string()),
-        };
-        *cached = Some((Instant::now(), Arc::new(v.clone())));
-        Some(v)
-    }
-}
 
 #[derive(Tags)]
 enum Tag {
@@ -302,9 +127,17 @@ fn rfc3339_times<S: serde::Serializer>(times: &[DateTime<Utc>], ser: S) -> Resul
     seq.end()
 }
 
-/// One database as the collector has seen it.
+/// One database: the original backend's four fields first, then what pgmon knows besides.
 #[derive(Debug, Object)]
 pub struct DbInfoOut {
+    /// Latest size, MiB (0 when no size was collected yet).
+    pub size_mb: f64,
+    /// Connected backends at the latest snapshot.
+    pub connections: i64,
+    /// Cumulative `xact_commit` at the latest snapshot (since the last stats reset).
+    pub commits: i64,
+    /// When the latest snapshot was taken.
+    pub last_update: Option<DateTime<Utc>>,
     pub server: String,
     pub database: String,
     pub oid: Option<i64>,
@@ -330,57 +163,107 @@ pub struct DbInfoOut {
     pub counters: BTreeMap<String, Option<i64>>,
 }
 
-/// Connections on the server by state (client backends only, this API's own session excluded).
-#[derive(Debug, Clone, Object)]
-pub struct Connections {
-    pub total: i64,
-    pub active: i64,
-    pub idle: i64,
-    pub idle_in_transaction: i64,
-    /// Sessions waiting on a heavyweight lock.
-    pub waiting_on_lock: i64,
+/// Live status plus the sessions with a state (the original's `queries`).
+#[derive(Debug, Object)]
+pub struct LiveStatusOut {
+    #[oai(flatten)]
+    pub status: LiveStatus,
+    /// Every `pg_stat_activity` row with a state (empty when the server is down).
+    pub queries: Vec<SessionQuery>,
 }
 
-/// Disk usage of the data directory's file system, read over SSH.
-#[derive(Debug, Clone, Object)]
-pub struct DiskStatus {
-    pub ok: bool,
-    pub mount: Option<String>,
-    pub total_bytes: Option<u64>,
-    pub used_bytes: Option<u64>,
-    pub available_bytes: Option<u64>,
-    pub error_class: Option<String>,
-    pub error: Option<String>,
-    pub checked_at: DateTime<Utc>,
+/// A database on the original's server page.
+#[derive(Debug, Object, serde::Serialize)]
+pub struct DbPresenceOut {
+    pub name: String,
+    /// False once the collector found it dropped.
+    pub exists: bool,
+    /// Creation time (`PG_VERSION`'s mtime where readable, else when pgmon first saw it).
+    pub creation_time: Option<DateTime<Utc>>,
 }
 
-/// The server as it answers right now (or within the cache TTL).
-#[derive(Debug, Clone, Object)]
-pub struct LiveStatus {
+/// One database in one bucket.
+#[derive(Debug, Object, serde::Serialize)]
+pub struct TimelinePoint {
+    /// Start of the bucket.
+    pub ts: DateTime<Utc>,
+    pub datname: String,
+    /// Average connected backends over the bucket, rounded.
+    pub connections: i64,
+    /// Size, GiB: the bucket's average sample, else the latest before it (0 when none is known).
+    pub size_gb: f64,
+    /// pgmon's addition: transactions committed in the bucket (reset-safe).
+    pub commits: i64,
+}
+
+/// The original backend's server page data: databases and their timelines.
+#[derive(Debug, Object, serde::Serialize)]
+pub struct ServerStatsOut {
+    /// Time of the server's newest `pg_stat_database` snapshot.
+    pub last_stat_update: Option<DateTime<Utc>>,
+    /// Sum of the timeline's `connections`.
+    pub total_connections: i64,
+    /// Sum of the databases' latest sizes in the range, GiB.
+    pub total_size_gb: f64,
+    pub databases: Vec<DbPresenceOut>,
+    pub connection_timeline: Vec<TimelinePoint>,
+    /// `raw` (one bucket per collection) up to 2 days, `hour` up to 14, `4hour` up to 90, `day` beyond.
+    pub aggregation: String,
     pub server: String,
-    pub reachable: bool,
-    /// `auth_failed`, `timeout`, `unreachable`, `tls` or `other` when not reachable.
-    pub error_class: Option<String>,
-    pub error: Option<String>,
-    /// When the server was asked; older than the request by up to the cache TTL.
-    pub checked_at: DateTime<Utc>,
-    pub latency_ms: Option<f64>,
-    pub version: Option<String>,
-    pub version_num: Option<i32>,
-    pub uptime_secs: Option<f64>,
-    pub in_recovery: Option<bool>,
-    pub max_connections: Option<i32>,
-    pub connections: Option<Connections>,
-    /// Databases other than templates.
-    pub databases: Option<i64>,
-    /// Sum of the sizes of the databases this role may connect to.
-    pub total_size_bytes: Option<i64>,
-    /// Age of the longest running query, seconds.
-    pub longest_query_secs: Option<f64>,
-    /// Age of the oldest open transaction, seconds.
-    pub longest_transaction_secs: Option<f64>,
-    /// `null` when SSH is not configured for the server.
-    pub disk: Option<DiskStatus>,
+    /// Start of the first bucket.
+    pub from: DateTime<Utc>,
+    /// End of the last bucket.
+    pub to: DateTime<Utc>,
+    /// Bucket width, seconds.
+    pub step: i64,
+}
+
+impl crate::payload::JsonSizeHint for ServerStatsOut {
+    fn json_size_hint(&self) -> usize {
+        1024 + self.databases.len() * 120 + self.connection_timeline.len() * 130
+    }
+}
+
+/// One bucket of a database.
+#[derive(Debug, Object, serde::Serialize)]
+pub struct DbPoint {
+    pub ts: DateTime<Utc>,
+    pub connections: i64,
+    /// Size, MiB (as `size_gb` of the server page).
+    pub size_mb: f64,
+    /// Transactions committed in the bucket, reset-safe (the original summed cumulative counters).
+    pub commits: i64,
+    /// pgmon's addition: transactions rolled back in the bucket.
+    pub rollbacks: i64,
+}
+
+/// The original backend's database page data.
+#[derive(Debug, Object, serde::Serialize)]
+pub struct DbStatsOut {
+    pub last_stat_update: Option<DateTime<Utc>>,
+    /// Sum of the timeline's `connections`.
+    pub total_connections: i64,
+    /// Transactions committed in the range.
+    pub total_commits: i64,
+    /// The latest size in the range, MiB.
+    pub total_size_mb: f64,
+    pub creation_time: Option<DateTime<Utc>>,
+    /// Highest and lowest `connections` of the timeline.
+    pub max_connections: i64,
+    pub min_connections: i64,
+    pub timeline: Vec<DbPoint>,
+    pub aggregation: String,
+    pub server: String,
+    pub database: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub step: i64,
+}
+
+impl crate::payload::JsonSizeHint for DbStatsOut {
+    fn json_size_hint(&self) -> usize {
+        1024 + self.timeline.len() * 120
+    }
 }
 
 pub struct StatsApi;
@@ -388,74 +271,77 @@ pub struct StatsApi;
 #[OpenApi(tag = "Tag::Stats")]
 impl StatsApi {
     /// Live status of a server, asked directly (cached for `server_status_cache_ttl_secs`, the SSH
-    /// disk part for `ssh_cache_ttl_secs`). An unreachable server is a normal answer with
-    /// `reachable: false`, given within the connect deadline.
+    /// disk part for `ssh_cache_ttl_secs`), with its sessions. An unreachable server is a normal
+    /// answer with `reachable: false`, given within the connect deadline.
     #[oai(path = "/server_stats/:name", method = "get")]
     async fn live(
         &self,
         state: Data<&AppState>,
         _auth: Auth,
         name: Path<String>,
-    ) -> ApiResult<Json<LiveStatus>> {
+    ) -> ApiResult<Json<LiveStatusOut>> {
         let server = server_by_name(&state, &name).await?;
-        let ttl = Duration::from_secs(state.cfg.api.server_status_cache_ttl_secs);
-        let slot = state.remote.status_slot(server.id);
-        let status = {
-            let mut cached = slot.lock().await;
-            match &*cached {
-                Some((at, v)) if at.elapsed() < ttl => v.clone(),
-                _ => {
-                    let v = Arc::new(live::query(&state, &server).await);
-                    *cached = Some((Instant::now(), v.clone()));
-                    v
-                }
-            }
+        let status = state.live.status(&state, &server).await;
+        let disk = state.live.disk(&state, &server).await;
+        let queries = if status.reachable {
+            (*state.live.queries(&state, &server).await).clone()
+        } else {
+            Vec::new()
         };
-        let disk = live::disk(&state, &server).await;
-        Ok(Json(LiveStatus {
-            disk,
-            ..(*status).clone()
+        Ok(Json(LiveStatusOut {
+            status: LiveStatus {
+                disk,
+                ..(*status).clone()
+            },
+            queries,
         }))
     }
 
-    /// History of a server: rates and gauges summed over its databases, availability and disk.
-    ///
-    /// `from`/`to` are RFC 3339 (default: the last 24 h); `step` is in seconds (default: at most
-    /// about 1,000 points; more than 2,000 points is refused).
+    /// The original's server page: each database's connections and size over time (`start_date`,
+    /// `end_date`: ISO 8601, default the last 7 days; buckets by the range as the original chose them).
     #[oai(path = "/server/:name/stats", method = "get")]
-    async fn server_history(
+    async fn server_stats(
         &self,
         state: Data<&AppState>,
         _auth: Auth,
         name: Path<String>,
-        from: Query<Option<DateTime<Utc>>>,
-        to: Query<Option<DateTime<Utc>>>,
-        step: Query<Option<i64>>,
-    ) -> ApiResult<SerdeJson<Series>> {
-        let w = window(&state, from.0, to.0, step.0)?;
+        /// ISO 8601, e.g. `2026-02-13T09:00:00.000Z`; default 7 days before `end_date`.
+        start_date: Query<Option<String>>,
+        /// ISO 8601; default now.
+        end_date: Query<Option<String>>,
+    ) -> ApiResult<SerdeJson<ServerStatsOut>> {
+        let (w, aggregation) = original_window(&state, start_date.0.as_deref(), end_date.0.as_deref())?;
         let server = server_by_name(&state, &name).await?;
-        history_answer(&state, server, None, &w).await
+        let key = answer_key(Shape::OriginalServer, &server, None, &w);
+        kept_or_computed(&state, key, server.id, || {
+            original_server(&state, &server, &w, aggregation)
+        })
+        .await
     }
 
-    /// History of one database of a server (same parameters as the server's).
+    /// The original's database page: connections, size and commits over time (parameters as the
+    /// server page's).
     #[oai(path = "/server/:name/db/:db/stats", method = "get")]
-    #[allow(clippy::too_many_arguments)] // one per request parameter, as poem-openapi reads them
-    async fn db_history(
+    async fn db_stats(
         &self,
         state: Data<&AppState>,
         _auth: Auth,
         name: Path<String>,
         db: Path<String>,
-        from: Query<Option<DateTime<Utc>>>,
-        to: Query<Option<DateTime<Utc>>>,
-        step: Query<Option<i64>>,
-    ) -> ApiResult<SerdeJson<Series>> {
-        let w = window(&state, from.0, to.0, step.0)?;
+        start_date: Query<Option<String>>,
+        end_date: Query<Option<String>>,
+    ) -> ApiResult<SerdeJson<DbStatsOut>> {
+        let (w, aggregation) = original_window(&state, start_date.0.as_deref(), end_date.0.as_deref())?;
         let server = server_by_name(&state, &name).await?;
-        history_answer(&state, server, Some(db.0), &w).await
+        let key = answer_key(Shape::OriginalDatabase, &server, Some(&db), &w);
+        kept_or_computed(&state, key, server.id, || {
+            original_db(&state, &server, &db, &w, aggregation)
+        })
+        .await
     }
 
-    /// One database: when it was seen, its size and growth, the latest counters, age(datfrozenxid).
+    /// One database: its latest size, connections and commits (the original's fields), when it was
+    /// seen, its growth over 24 h / 7 d / 30 d, the latest counters and age(datfrozenxid).
     #[oai(path = "/server/:name/db/:db", method = "get")]
     async fn db_info(
         &self,
@@ -468,7 +354,16 @@ impl StatsApi {
         let info = stats_read::db_info(&state.pool, server.id, &db)
             .await?
             .ok_or_else(|| db_not_found(&name, &db))?;
+        let commits = info
+            .counters
+            .iter()
+            .find(|(n, _)| n == "xact_commit")
+            .and_then(|(_, v)| *v);
         Ok(Json(DbInfoOut {
+            size_mb: info.size_bytes.unwrap_or(0) as f64 / MIB,
+            connections: info.numbackends.map(i64::from).unwrap_or(0),
+            commits: commits.unwrap_or(0),
+            last_update: info.last_snapshot,
             server: server.name,
             database: db.0,
             oid: info.oid,
@@ -489,7 +384,50 @@ impl StatsApi {
             counters: info.counters.into_iter().collect(),
         }))
     }
+
+    /// pgmon's series of a server: reset-safe rates and gauges summed over its databases,
+    /// availability and disk, in columns.
+    ///
+    /// `from`/`to` are RFC 3339 (default: the last 24 h); `step` is in seconds (default: at most
+    /// about 1,000 points; more than 2,000 points is refused).
+    #[oai(path = "/servers/:name/history", method = "get")]
+    async fn server_history(
+        &self,
+        state: Data<&AppState>,
+        _auth: Auth,
+        name: Path<String>,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+        /// Bucket width in seconds, at least 1.
+        #[oai(validator(minimum(value = "1")))]
+        step: Query<Option<i64>>,
+    ) -> ApiResult<SerdeJson<Series>> {
+        let w = window(&state, from.0, to.0, step.0)?;
+        let server = server_by_name(&state, &name).await?;
+        history_answer(&state, server, None, &w).await
+    }
+
+    /// pgmon's series of one database of a server (same parameters as the server's).
+    #[oai(path = "/servers/:name/databases/:db/history", method = "get")]
+    #[allow(clippy::too_many_arguments)] // one per request parameter, as poem-openapi reads them
+    async fn db_history(
+        &self,
+        state: Data<&AppState>,
+        _auth: Auth,
+        name: Path<String>,
+        db: Path<String>,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+        #[oai(validator(minimum(value = "1")))] step: Query<Option<i64>>,
+    ) -> ApiResult<SerdeJson<Series>> {
+        let w = window(&state, from.0, to.0, step.0)?;
+        let server = server_by_name(&state, &name).await?;
+        history_answer(&state, server, Some(db.0), &w).await
+    }
 }
+
+const MIB: f64 = 1024.0 * 1024.0;
+const GIB: f64 = 1024.0 * MIB;
 
 /// The server, from the cache of [`crate::store_cache`] when it holds it.
 pub(crate) async fn server_by_name(state: &AppState, name: &str) -> ApiResult<ServerRow> {
@@ -504,22 +442,30 @@ pub(crate) async fn server_by_name(state: &AppState, name: &str) -> ApiResult<Se
     Ok(row)
 }
 
-/// A history answer: kept from an earlier request if the server's data has not changed since (see
-/// [`crate::history_cache`]), else computed and kept.
-async fn history_answer(
-    state: &AppState,
-    server: ServerRow,
-    database: Option<String>,
-    w: &Window,
-) -> ApiResult<SerdeJson<Series>> {
-    let key = history_cache::Key {
+fn answer_key(shape: Shape, server: &ServerRow, database: Option<&str>, w: &Window) -> history_cache::Key {
+    history_cache::Key {
+        shape,
         server_id: server.id,
         server: server.name.clone(),
-        database: database.clone(),
+        database: database.map(str::to_string),
         first_us: w.first.timestamp_micros(),
         end_us: w.end.timestamp_micros(),
         step_secs: w.step_secs,
-    };
+    }
+}
+
+/// An answer kept from an earlier request if the server's data has not changed since (see
+/// [`crate::history_cache`]), else computed by `compute` and kept.
+async fn kept_or_computed<T, F, Fut>(
+    state: &AppState,
+    key: history_cache::Key,
+    server_id: i64,
+    compute: F,
+) -> ApiResult<SerdeJson<T>>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ApiResult<SerdeJson<T>>>,
+{
     if let Some(body) = state.cache.history(&key) {
         return Ok(SerdeJson::from_bytes(body));
     }
@@ -528,21 +474,216 @@ async fn history_answer(
     if let Some(body) = state.cache.history(&key) {
         return Ok(SerdeJson::from_bytes(body));
     }
-    let read_at = state.cache.history_generation(server.id);
-    let db = database.as_deref();
-    // Data in the range proves the database exists; only an empty answer needs the check.
-    let buckets = match stats_read::history(&state.pool, &state.chunks, server.id, db, w).await? {
-        Some(b) => b,
-        None => match db {
-            Some(d) if !stats_read::database_known(&state.pool, server.id, d).await? => {
-                return Err(db_not_found(&server.name, d));
-            }
-            _ => Vec::new(),
-        },
-    };
-    let out = SerdeJson::new(&series(server.name, database, w, &buckets))?;
+    let read_at = state.cache.history_generation(server_id);
+    let out = compute().await?;
     state.cache.put_history(key, out.bytes().clone(), read_at);
     Ok(out)
+}
+
+/// A columnar series answer.
+async fn history_answer(
+    state: &AppState,
+    server: ServerRow,
+    database: Option<String>,
+    w: &Window,
+) -> ApiResult<SerdeJson<Series>> {
+    let key = answer_key(Shape::Series, &server, database.as_deref(), w);
+    kept_or_computed(state, key, server.id, || async {
+        let db = database.as_deref();
+        // Data in the range proves the database exists; only an empty answer needs the check.
+        let buckets = match stats_read::history(&state.pool, &state.chunks, server.id, db, w).await? {
+            Some(b) => b,
+            None => match db {
+                Some(d) if !stats_read::database_known(&state.pool, server.id, d).await? => {
+                    return Err(db_not_found(&server.name, d));
+                }
+                _ => Vec::new(),
+            },
+        };
+        SerdeJson::new(&series(server.name.clone(), database.clone(), w, &buckets))
+    })
+    .await
+}
+
+/// `start_date`/`end_date` as the original read them (ISO 8601; `Z`, an offset, or none for UTC;
+/// a bare date is its midnight UTC), and its bucket rule: one bucket per collection up to 2 days,
+/// hours up to 14 days, 4 hours up to 90 days, days beyond.
+fn original_window(
+    state: &AppState,
+    start: Option<&str>,
+    end: Option<&str>,
+) -> ApiResult<(Window, &'static str)> {
+    let end = match end {
+        Some(e) => parse_original_date(e)?,
+        None => Utc::now(),
+    };
+    let start = match start {
+        Some(s) => parse_original_date(s)?,
+        None => end - TimeDelta::days(7),
+    };
+    if start >= end {
+        return Err(ApiError::bad_request("start_date must be before end_date"));
+    }
+    let interval = i64::try_from(state.cfg.collector.collect_interval_secs).unwrap_or(600);
+    let days = (end - start).as_seconds_f64() / 86_400.0;
+    let (step, aggregation) = match days {
+        d if d <= 2.0 => (interval, "raw"),
+        d if d <= 14.0 => (3600, "hour"),
+        d if d <= 90.0 => (14_400, "4hour"),
+        _ => (86_400, "day"),
+    };
+    let first = rates::bucket_start(start, step);
+    let last = rates::bucket_start(end - TimeDelta::microseconds(1), step) + TimeDelta::seconds(step);
+    Ok((
+        Window {
+            first,
+            end: last,
+            step_secs: step,
+            max_gap_secs: 2.0 * interval as f64,
+        },
+        aggregation,
+    ))
+}
+
+/// The original's date parameter; 400 with its own text when unreadable.
+pub fn parse_original_date(s: &str) -> ApiResult<DateTime<Utc>> {
+    let bad = || ApiError::bad_request(format!("Невалидный формат даты: {s}"));
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default())
+        })
+        .map_err(|_| bad())?;
+    Ok(naive.and_utc())
+}
+
+/// One bucket of one database with a `pg_stat_database` sample, as the original's pages chart it.
+struct Point {
+    ts: DateTime<Utc>,
+    /// Average connected backends, rounded.
+    connections: i64,
+    /// The bucket's average size sample, else the latest one before it.
+    size: Option<f64>,
+    commits: i64,
+    rollbacks: i64,
+}
+
+/// The buckets with a `pg_stat_database` sample; `size_before` seeds the carried size.
+fn timeline_points(buckets: &[(DateTime<Utc>, Acc)], size_before: Option<f64>) -> Vec<Point> {
+    let mut size = size_before;
+    let mut out = Vec::with_capacity(buckets.len());
+    for (t, acc) in buckets {
+        if let Some(s) = acc.size_bytes() {
+            size = Some(s);
+        }
+        if let Some(n) = acc.numbackends() {
+            out.push(Point {
+                ts: *t,
+                connections: n.round() as i64,
+                size,
+                commits: acc.counters[rates::XACT_COMMIT],
+                rollbacks: acc.counters[rates::XACT_ROLLBACK],
+            });
+        }
+    }
+    out
+}
+
+async fn original_server(
+    state: &AppState,
+    server: &ServerRow,
+    w: &Window,
+    aggregation: &str,
+) -> ApiResult<SerdeJson<ServerStatsOut>> {
+    let (per_db, sizes, last) = futures::try_join!(
+        stats_read::history_per_database(&state.pool, &state.chunks, server.id, w),
+        stats_read::sizes_before(&state.pool, server.id, w.first),
+        stats_read::last_collected(&state.pool, server.id, None),
+    )?;
+    let mut databases = Vec::with_capacity(per_db.len());
+    let mut timeline = Vec::new();
+    let mut total_size = 0.0;
+    for (db, buckets) in &per_db {
+        let points = timeline_points(buckets, sizes.get(&db.name).map(|s| *s as f64));
+        if points.is_empty() {
+            continue;
+        }
+        total_size += points.iter().rev().find_map(|p| p.size).unwrap_or(0.0);
+        timeline.extend(points.into_iter().map(|p| TimelinePoint {
+            ts: p.ts,
+            datname: db.name.clone(),
+            connections: p.connections,
+            size_gb: p.size.unwrap_or(0.0) / GIB,
+            commits: p.commits,
+        }));
+        databases.push(DbPresenceOut {
+            name: db.name.clone(),
+            exists: db.exists,
+            creation_time: db.creation_time,
+        });
+    }
+    timeline.sort_by(|a, b| (a.ts, &a.datname).cmp(&(b.ts, &b.datname)));
+    SerdeJson::new(&ServerStatsOut {
+        last_stat_update: last,
+        total_connections: timeline.iter().map(|p| p.connections).sum(),
+        total_size_gb: total_size / GIB,
+        databases,
+        connection_timeline: timeline,
+        aggregation: aggregation.to_string(),
+        server: server.name.clone(),
+        from: w.first,
+        to: w.end,
+        step: w.step_secs,
+    })
+}
+
+async fn original_db(
+    state: &AppState,
+    server: &ServerRow,
+    db: &str,
+    w: &Window,
+    aggregation: &str,
+) -> ApiResult<SerdeJson<DbStatsOut>> {
+    let (buckets, sizes, last, info) = futures::try_join!(
+        stats_read::history(&state.pool, &state.chunks, server.id, Some(db), w),
+        stats_read::sizes_before(&state.pool, server.id, w.first),
+        stats_read::last_collected(&state.pool, server.id, Some(db)),
+        stats_read::db_presence(&state.pool, server.id, db),
+    )?;
+    if buckets.is_none() && info.is_none() && last.is_none() {
+        return Err(db_not_found(&server.name, db));
+    }
+    let points = timeline_points(&buckets.unwrap_or_default(), sizes.get(db).map(|s| *s as f64));
+    let timeline: Vec<DbPoint> = points
+        .iter()
+        .map(|p| DbPoint {
+            ts: p.ts,
+            connections: p.connections,
+            size_mb: p.size.unwrap_or(0.0) / MIB,
+            commits: p.commits,
+            rollbacks: p.rollbacks,
+        })
+        .collect();
+    SerdeJson::new(&DbStatsOut {
+        last_stat_update: last,
+        total_connections: timeline.iter().map(|p| p.connections).sum(),
+        total_commits: timeline.iter().map(|p| p.commits).sum(),
+        total_size_mb: points.iter().rev().find_map(|p| p.size).unwrap_or(0.0) / MIB,
+        creation_time: info.and_then(|i| i.creation_time),
+        max_connections: timeline.iter().map(|p| p.connections).max().unwrap_or(0),
+        min_connections: timeline.iter().map(|p| p.connections).min().unwrap_or(0),
+        timeline,
+        aggregation: aggregation.to_string(),
+        server: server.name.clone(),
+        database: db.to_string(),
+        from: w.first,
+        to: w.end,
+        step: w.step_secs,
+    })
 }
 
 fn db_not_found(server: &str, db: &str) -> ApiError {

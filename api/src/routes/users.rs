@@ -1,8 +1,10 @@
 //! `/users`: accounts and roles (admin), and `/users/me` (any role).
 
+use super::Message;
 use super::auth::{actor as request_actor, record};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
+use crate::payload::JsonBody;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use pgmon_shared::store::audit::event;
@@ -12,8 +14,7 @@ use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
-use serde_json::json;
+use poem_openapi::{Enum, Object, OpenApi, Tags};
 
 #[derive(Tags)]
 enum Tag {
@@ -21,8 +22,9 @@ enum Tag {
     Users,
 }
 
-#[derive(Debug, Clone, Copy, Enum, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Enum, PartialEq, Eq, serde::Deserialize)]
 #[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum ApiRole {
     Admin,
     Operator,
@@ -39,13 +41,16 @@ impl From<ApiRole> for Role {
     }
 }
 
+/// A user as the original's clients read it.
 #[derive(Debug, Object)]
 pub struct UserOut {
     pub login: String,
     pub role: String,
-    pub disabled: bool,
+    pub email: Option<String>,
     pub created_at: DateTime<Utc>,
     pub last_login: Option<DateTime<Utc>>,
+    /// False when the account is disabled: it cannot log in and its tokens are refused.
+    pub is_active: bool,
 }
 
 impl From<UserRow> for UserOut {
@@ -53,43 +58,81 @@ impl From<UserRow> for UserOut {
         Self {
             login: u.login,
             role: u.role,
-            disabled: u.disabled,
+            email: u.email,
             created_at: u.created_at,
             last_login: u.last_login,
+            is_active: !u.disabled,
         }
     }
 }
 
-#[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[derive(Debug, Object, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UserCreate {
     /// `^[A-Za-z0-9_.@-]{1,64}$`
     pub login: String,
     /// 8 to 72 bytes.
     #[oai(write_only)]
     pub password: String,
-    pub role: ApiRole,
+    /// Default `viewer`.
+    pub role: Option<ApiRole>,
+    /// At most 254 characters; `null` or `""` for none.
+    pub email: Option<String>,
 }
 
-#[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[derive(Debug, Object, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UserUpdate {
+    /// A new password (8 to 72 bytes); revokes the user's tokens.
     #[oai(write_only)]
     pub password: Option<String>,
     pub role: Option<ApiRole>,
-    pub disabled: Option<bool>,
+    /// `null` keeps the stored address, `""` removes it.
+    pub email: Option<String>,
+    /// `false` disables the account and revokes its tokens.
+    pub is_active: Option<bool>,
 }
 
-#[derive(ApiResponse)]
-pub enum Created {
-    #[oai(status = 201)]
-    Created(Json<UserOut>),
+fn check_email(email: Option<&str>) -> ApiResult<()> {
+    match email {
+        Some(e) if e.chars().count() > 254 || e.chars().any(char::is_control) => Err(ApiError::bad_request(
+            "email must be at most 254 characters without control characters",
+        )),
+        Some(e) if !e.is_empty() && !e.contains('@') => Err(ApiError::bad_request(
+            "email must be an address such as name@example.com",
+        )),
+        _ => Ok(()),
+    }
 }
 
-#[derive(ApiResponse)]
-pub enum Deleted {
-    #[oai(status = 204)]
-    Deleted,
+/// What an update changed, for the audit (never the password itself).
+fn update_details(login: &str, body: &UserUpdate, before: &UserRow) -> String {
+    let mut parts = Vec::new();
+    if let Some(r) = body.role.map(Role::from).filter(|r| r.as_str() != before.role) {
+        parts.push(format!("role {} -> {}", before.role, r.as_str()));
+    }
+    if let Some(e) = body
+        .email
+        .as_deref()
+        .filter(|e| Some(*e) != before.email.as_deref().or(Some("")))
+    {
+        parts.push(format!(
+            "email {} -> {}",
+            before.email.as_deref().unwrap_or("(none)"),
+            if e.is_empty() { "(none)" } else { e }
+        ));
+    }
+    if body.password.is_some() {
+        parts.push("password changed".into());
+    }
+    if let Some(a) = body.is_active.filter(|a| *a == before.disabled) {
+        parts.push(format!("active {} -> {a}", !a));
+    }
+    if parts.is_empty() {
+        format!("user {login}: nothing changed")
+    } else {
+        format!("user {login}: {}", parts.join(", "))
+    }
 }
 
 fn check_login(login: &str) -> ApiResult<()> {
@@ -121,33 +164,36 @@ impl UsersApi {
         ))
     }
 
-    /// Create a user (admin).
+    /// Create a user (admin). 409 if the login is taken.
     #[oai(path = "/users", method = "post")]
     async fn create(
         &self,
         state: Data<&AppState>,
         req: &Request,
         auth: Auth,
-        body: Json<UserCreate>,
-    ) -> ApiResult<Created> {
+        body: JsonBody<UserCreate>,
+    ) -> ApiResult<Json<UserOut>> {
         let me = auth.admin()?;
-        let Json(body) = body;
+        let JsonBody(body) = body;
         check_login(&body.login)?;
         validate::check_password(&body.password).map_err(ApiError::bad_request)?;
+        check_email(body.email.as_deref())?;
         let hash = state
             .hasher
             .hash(body.password)
             .await
             .map_err(ApiError::internal)?;
-        let user = users::create(&state.pool, &body.login, &hash, body.role.into()).await?;
+        let role = body.role.unwrap_or(ApiRole::Viewer).into();
+        let user = users::create(&state.pool, &body.login, &hash, role, body.email.as_deref()).await?;
+        let details = format!("user {} ({})", user.login, user.role);
         record(
             &state,
-            event::USER_CREATED,
+            event::USER_CREATE,
             &request_actor(req, Some(&me.login)),
-            json!({ "target": user.login, "role": user.role }),
+            Some(&details),
         )
         .await;
-        Ok(Created::Created(Json(user.into())))
+        Ok(Json(user.into()))
     }
 
     /// The caller's own account (any role).
@@ -169,9 +215,10 @@ impl UsersApi {
         Ok(Json(user.into()))
     }
 
-    /// Change a user's password, role or disabled flag (admin).
+    /// Change a user's password, role, e-mail or `is_active` (admin). Fields left out or `null` keep
+    /// their stored values.
     ///
-    /// A new password, disabling or a role change revokes the user's tokens. The last enabled admin
+    /// A new password, disabling or a role change revokes the user's tokens. The last active admin
     /// cannot be disabled or demoted (409).
     #[oai(path = "/users/:login", method = "put")]
     async fn update(
@@ -180,29 +227,27 @@ impl UsersApi {
         req: &Request,
         auth: Auth,
         login: Path<String>,
-        body: Json<UserUpdate>,
+        body: JsonBody<UserUpdate>,
     ) -> ApiResult<Json<UserOut>> {
         let me = auth.admin()?;
-        let Json(body) = body;
-        let password_hash = match body.password {
+        let JsonBody(body) = body;
+        check_email(body.email.as_deref())?;
+        let before = users::get(&state.pool, &login)
+            .await?
+            .ok_or_else(|| not_found(&login))?;
+        let details = update_details(&login, &body, &before);
+        let password_hash = match &body.password {
             Some(p) => {
-                validate::check_password(&p).map_err(ApiError::bad_request)?;
-                Some(state.hasher.hash(p).await.map_err(ApiError::internal)?)
+                validate::check_password(p).map_err(ApiError::bad_request)?;
+                Some(state.hasher.hash(p.clone()).await.map_err(ApiError::internal)?)
             }
             None => None,
         };
-        let changed: Vec<&str> = [
-            password_hash.as_ref().map(|_| "password"),
-            body.role.map(|_| "role"),
-            body.disabled.map(|_| "disabled"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
         let change = UserChange {
             password_hash,
             role: body.role.map(Role::from),
-            disabled: body.disabled,
+            disabled: body.is_active.map(|a| !a),
+            email: body.email,
         };
         let user = users::update(&state.pool, &login, change)
             .await
@@ -212,15 +257,16 @@ impl UsersApi {
             })?;
         record(
             &state,
-            event::USER_UPDATED,
+            event::USER_UPDATE,
             &request_actor(req, Some(&me.login)),
-            json!({ "target": user.login, "changed": changed, "role": user.role, "disabled": user.disabled }),
+            Some(&details),
         )
         .await;
         Ok(Json(user.into()))
     }
 
-    /// Delete a user (admin). The last enabled admin cannot be deleted (409).
+    /// Delete a user (admin). Nobody deletes their own account (400), and the last active admin
+    /// cannot be deleted (409).
     #[oai(path = "/users/:login", method = "delete")]
     async fn delete(
         &self,
@@ -228,19 +274,25 @@ impl UsersApi {
         req: &Request,
         auth: Auth,
         login: Path<String>,
-    ) -> ApiResult<Deleted> {
+    ) -> ApiResult<Json<Message>> {
         let me = auth.admin()?;
+        if me.login == login.0 {
+            return Err(ApiError::bad_request("you cannot delete your own account"));
+        }
         users::delete(&state.pool, &login).await.map_err(|e| match e {
             pgmon_shared::store::StoreError::NotFound => not_found(&login),
             e => e.into(),
         })?;
+        let details = format!("user {}", login.0);
         record(
             &state,
-            event::USER_DELETED,
+            event::USER_DELETE,
             &request_actor(req, Some(&me.login)),
-            json!({ "target": login.0 }),
+            Some(&details),
         )
         .await;
-        Ok(Deleted::Deleted)
+        Ok(Json(Message {
+            message: format!("user {} deleted", login.0),
+        }))
     }
 }

@@ -151,6 +151,8 @@ pub struct DatabaseInfo {
     pub datallowconn: Option<bool>,
     pub datistemplate: Option<bool>,
     pub frozen_xid_age: Option<i64>,
+    /// Modification time of the database's `PG_VERSION`, when the monitoring role may read it.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// Applies the list of databases `server_id` had at `seen_at`: new (oid, name) pairs get a row with
@@ -165,13 +167,14 @@ pub async fn apply_databases(
 ) -> Result<u64> {
     let n = sqlx::query(
         "INSERT INTO databases (server_id, oid, name, owner, encoding, datcollate, datallowconn,
-             datistemplate, frozen_xid_age, first_seen, last_seen)
+             datistemplate, frozen_xid_age, created_at, first_seen, last_seen)
          SELECT $1, u.*, $10, $10 FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-             $7::bool[], $8::bool[], $9::bigint[]) AS u
+             $7::bool[], $8::bool[], $9::bigint[], $11::timestamptz[]) AS u
          ON CONFLICT (server_id, oid, name) DO UPDATE SET
              owner = excluded.owner, encoding = excluded.encoding, datcollate = excluded.datcollate,
              datallowconn = excluded.datallowconn, datistemplate = excluded.datistemplate,
              frozen_xid_age = excluded.frozen_xid_age,
+             created_at = coalesce(excluded.created_at, databases.created_at),
              last_seen = greatest(databases.last_seen, excluded.last_seen), dropped_at = NULL",
     )
     .bind(server_id)
@@ -184,6 +187,7 @@ pub async fn apply_databases(
     .bind(dbs.iter().map(|d| d.datistemplate).collect::<Vec<_>>())
     .bind(dbs.iter().map(|d| d.frozen_xid_age).collect::<Vec<_>>())
     .bind(seen_at)
+    .bind(dbs.iter().map(|d| d.created_at).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?
     .rows_affected();

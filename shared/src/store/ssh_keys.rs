@@ -16,11 +16,15 @@ pub struct SshKeyRow {
     pub fingerprint: String,
     pub public_key: String,
     pub comment: String,
+    pub description: Option<String>,
     pub created_at: DateTime<Utc>,
     pub created_by: Option<String>,
+    /// Servers that log in with this key.
+    pub servers_count: i64,
 }
 
-const COLS: &str = "id, name, key_type, bits, fingerprint, public_key, comment, created_at, created_by";
+const COLS: &str = "id, name, key_type, bits, fingerprint, public_key, comment, description, created_at,
+    created_by, (SELECT count(*) FROM servers s WHERE s.ssh_key_id = ssh_keys.id) AS servers_count";
 
 /// A key to insert; `private_key_enc` is already a Fernet token.
 pub struct NewSshKey {
@@ -31,6 +35,7 @@ pub struct NewSshKey {
     pub public_key: String,
     pub private_key_enc: String,
     pub comment: String,
+    pub description: Option<String>,
     pub created_by: Option<String>,
 }
 
@@ -59,6 +64,16 @@ pub async fn list(pool: &PgPool) -> Result<Vec<SshKeyRow>> {
     .await?)
 }
 
+/// The key whose fingerprint is `fingerprint`, if one is stored.
+pub async fn by_fingerprint(pool: &PgPool, fingerprint: &str) -> Result<Option<SshKeyRow>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLS} FROM ssh_keys WHERE fingerprint = $1 ORDER BY created_at LIMIT 1"
+    )))
+    .bind(fingerprint)
+    .fetch_optional(pool)
+    .await?)
+}
+
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<SshKeyRow>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLS} FROM ssh_keys WHERE id = $1"
@@ -81,8 +96,8 @@ pub async fn private_key_enc(pool: &PgPool, id: Uuid) -> Result<Option<String>> 
 pub async fn create(pool: &PgPool, key: &NewSshKey) -> Result<SshKeyRow> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO ssh_keys (id, name, key_type, bits, fingerprint, public_key, private_key_enc, comment,
-             created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLS}"
+             created_by, description)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLS}"
     )))
     .bind(Uuid::new_v4())
     .bind(&key.name)
@@ -93,21 +108,29 @@ pub async fn create(pool: &PgPool, key: &NewSshKey) -> Result<SshKeyRow> {
     .bind(&key.private_key_enc)
     .bind(&key.comment)
     .bind(&key.created_by)
+    .bind(&key.description)
     .fetch_one(pool)
     .await
     .map_err(|e| name_clash(e, &key.name))
 }
 
-/// Renames the key or changes its comment; `None` keeps the stored value. The public key line keeps
-/// the comment it was created with: it is what was installed on hosts.
-pub async fn update(pool: &PgPool, id: Uuid, name: Option<&str>, comment: Option<&str>) -> Result<SshKeyRow> {
+/// Renames the key or changes its description; `None` keeps the stored value, `Some("")` clears the
+/// description. The public key line keeps the comment it was created with: it is what was installed
+/// on hosts.
+pub async fn update(
+    pool: &PgPool,
+    id: Uuid,
+    name: Option<&str>,
+    description: Option<&str>,
+) -> Result<SshKeyRow> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE ssh_keys SET name = coalesce($2, name), comment = coalesce($3, comment) WHERE id = $1
-         RETURNING {COLS}"
+        "UPDATE ssh_keys SET name = coalesce($2, name),
+             description = CASE WHEN $3::text IS NULL THEN description ELSE nullif($3, '') END
+         WHERE id = $1 RETURNING {COLS}"
     )))
     .bind(id)
     .bind(name)
-    .bind(comment)
+    .bind(description)
     .fetch_optional(pool)
     .await
     .map_err(|e| name_clash(e, name.unwrap_or_default()))?

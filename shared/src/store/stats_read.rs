@@ -282,7 +282,8 @@ pub async fn history_rows(
     Ok(rows)
 }
 
-type Buckets = Vec<(DateTime<Utc>, Acc)>;
+/// A series's buckets with data, in time order.
+pub type Buckets = Vec<(DateTime<Utc>, Acc)>;
 
 fn fold_history(
     rows: &[PgRow],
@@ -473,4 +474,197 @@ pub async fn db_info(pool: &PgPool, server_id: i64, name: &str) -> Result<Option
         return Ok(None);
     }
     Ok(Some(info))
+}
+
+/// A database as the original backend's server page lists it: whether it still exists and when it
+/// was created, from what the collector recorded (never by asking the monitored server).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbPresence {
+    pub name: String,
+    /// False once the collector found it dropped; true when the catalog task never saw it (its
+    /// statistics are the only evidence, and they say it existed).
+    pub exists: bool,
+    /// `PG_VERSION`'s modification time where the collector may read it, else when pgmon first saw it.
+    pub creation_time: Option<DateTime<Utc>>,
+    /// A template database (`template0`, `template1`, ...), as the catalog task saw it.
+    pub template: bool,
+}
+
+/// The databases of a server with collected statistics in `[w.first, w.end)`, by name.
+pub async fn databases_in_window(pool: &PgPool, server_id: i64, w: &Window) -> Result<Vec<DbPresence>> {
+    let res = tier_for(w.step_secs);
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM stat_rollup_chunk
+          WHERE server_id = $1 AND res = $2 AND datname <> ''
+            AND chunk_start > $3 - make_interval(secs => $5) AND chunk_start < $4
+         UNION
+         SELECT datname FROM stat_rollup
+          WHERE server_id = $1 AND res = $2 AND datname <> '' AND bucket >= $3 AND bucket < $4
+         UNION
+         SELECT datname FROM stat_database
+          WHERE server_id = $1 AND slot >= $3 AND slot < $4
+            AND slot > coalesce((SELECT done_until FROM stat_rollup_state
+                                  WHERE server_id = $1 AND source = 'stat_database'), '-infinity')
+         ORDER BY 1",
+    )
+    .bind(server_id)
+    .bind(i32::try_from(res).unwrap_or(0))
+    .bind(w.first)
+    .bind(w.end)
+    .bind(super::rollups::chunk_secs(res) as f64)
+    .fetch_all(pool)
+    .await?;
+    let catalog: Vec<(String, bool, Option<DateTime<Utc>>, bool)> = sqlx::query_as(
+        "SELECT DISTINCT ON (name) name, dropped_at IS NULL, coalesce(created_at, first_seen),
+                coalesce(datistemplate, false)
+         FROM databases WHERE server_id = $1 AND name = ANY($2)
+         ORDER BY name, last_seen DESC, id DESC",
+    )
+    .bind(server_id)
+    .bind(&names)
+    .fetch_all(pool)
+    .await?;
+    let known: BTreeMap<String, (bool, Option<DateTime<Utc>>, bool)> =
+        catalog.into_iter().map(|(n, e, c, t)| (n, (e, c, t))).collect();
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let (exists, creation_time, template) = known.get(&name).copied().unwrap_or((true, None, false));
+            DbPresence {
+                name,
+                exists,
+                creation_time,
+                template,
+            }
+        })
+        .collect())
+}
+
+/// Each database's newest size sample in the two days before `at`: what a size series carries into
+/// a window whose first buckets have no sample of their own (sizes are taken every 30 minutes).
+pub async fn sizes_before(pool: &PgPool, server_id: i64, at: DateTime<Utc>) -> Result<BTreeMap<String, i64>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT DISTINCT ON (datname) datname, size_bytes FROM db_size
+         WHERE server_id = $1 AND slot < $2 AND slot >= $2 - interval '2 days'
+         ORDER BY datname, slot DESC",
+    )
+    .bind(server_id)
+    .bind(at)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// When the newest `pg_stat_database` snapshot of the server (or of one of its databases) was taken.
+pub async fn last_collected(
+    pool: &PgPool,
+    server_id: i64,
+    datname: Option<&str>,
+) -> Result<Option<DateTime<Utc>>> {
+    let q = match datname {
+        Some(d) => sqlx::query_scalar(
+            "SELECT collected_at FROM stat_database WHERE server_id = $1 AND datname = $2
+             ORDER BY slot DESC LIMIT 1",
+        )
+        .bind(server_id)
+        .bind(d),
+        None => sqlx::query_scalar(
+            "SELECT collected_at FROM stat_database WHERE server_id = $1 ORDER BY slot DESC LIMIT 1",
+        )
+        .bind(server_id),
+    };
+    Ok(q.fetch_optional(pool).await?)
+}
+
+/// The buckets of every database of a server with statistics in the window, templates left out (as
+/// the original backend collected them), each as [`history`] reads one database (packed chunks from
+/// `cache`), four databases at a time.
+pub async fn history_per_database(
+    pool: &PgPool,
+    cache: &ChunkCache,
+    server_id: i64,
+    w: &Window,
+) -> Result<Vec<(DbPresence, Buckets)>> {
+    use futures::StreamExt;
+    let dbs = databases_in_window(pool, server_id, w)
+        .await?
+        .into_iter()
+        .filter(|d| !d.template);
+    let reads = dbs.map(|db| async move {
+        let buckets = history(pool, cache, server_id, Some(&db.name), w).await?;
+        Ok::<_, super::StoreError>((db, buckets.unwrap_or_default()))
+    });
+    futures::stream::iter(reads)
+        .buffered(4)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// What the catalog task recorded of database `name`; `None` when it never saw it.
+pub async fn db_presence(pool: &PgPool, server_id: i64, name: &str) -> Result<Option<DbPresence>> {
+    let row: Option<(bool, Option<DateTime<Utc>>, bool)> = sqlx::query_as(
+        "SELECT dropped_at IS NULL, coalesce(created_at, first_seen), coalesce(datistemplate, false)
+         FROM databases WHERE server_id = $1 AND name = $2 ORDER BY last_seen DESC, id DESC LIMIT 1",
+    )
+    .bind(server_id)
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(exists, creation_time, template)| DbPresence {
+        name: name.to_string(),
+        exists,
+        creation_time,
+        template,
+    }))
+}
+
+/// What the collector last recorded of a server: its newest availability sample and disk reading
+/// of the last day.
+#[derive(Debug, Clone, Default)]
+pub struct LastSeen {
+    pub collected_at: Option<DateTime<Utc>>,
+    pub up: Option<bool>,
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+    pub disk_total_bytes: Option<i64>,
+    pub disk_available_bytes: Option<i64>,
+    pub disk_collected_at: Option<DateTime<Utc>>,
+}
+
+/// (server, collected_at, up, error_class, error) of an availability sample.
+type AvailabilityRow = (i64, DateTime<Utc>, bool, Option<String>, Option<String>);
+
+/// [`LastSeen`] of each server in `ids` that has anything recorded.
+pub async fn last_seen(pool: &PgPool, ids: &[i64]) -> Result<BTreeMap<i64, LastSeen>> {
+    let avail: Vec<AvailabilityRow> = sqlx::query_as(
+        "SELECT DISTINCT ON (server_id) server_id, collected_at, up, error_class, error FROM availability
+         WHERE server_id = ANY($1) AND slot > now() - interval '1 day' ORDER BY server_id, slot DESC",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    let disk: Vec<(i64, DateTime<Utc>, i64, i64)> = sqlx::query_as(
+        "SELECT DISTINCT ON (server_id) server_id, collected_at, total_bytes, available_bytes FROM disk_usage
+         WHERE server_id = ANY($1) AND slot > now() - interval '1 day' ORDER BY server_id, slot DESC",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    let mut out: BTreeMap<i64, LastSeen> = BTreeMap::new();
+    for (id, at, up, class, error) in avail {
+        let e = out.entry(id).or_default();
+        e.collected_at = Some(at);
+        e.up = Some(up);
+        e.error_class = class;
+        e.error = error;
+    }
+    for (id, at, total, available) in disk {
+        let e = out.entry(id).or_default();
+        e.disk_collected_at = Some(at);
+        e.disk_total_bytes = Some(total);
+        e.disk_available_bytes = Some(available);
+    }
+    Ok(out)
 }

@@ -65,29 +65,34 @@ pub async fn insert_refresh(
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rotation {
-    /// The token was current: it is now used and `new_jti` is the family's current token.
-    Rotated,
-    /// The token had been used already: the whole family is now revoked.
+    /// The family's current refresh token is now `jti`: the one just inserted, or the successor the
+    /// same token got within the grace window.
+    Rotated { jti: Uuid },
+    /// The token had been used already, before the grace window: the whole family is now revoked.
     Reused { family: Uuid },
     /// Unknown, expired or revoked.
     Invalid,
 }
 
-/// Marks `jti` used and records its successor, atomically: of two parallel rotations of one token,
-/// exactly one wins; the loser is treated as reuse.
+/// Marks `jti` used and records its successor `new_jti`, atomically: of two parallel rotations of
+/// one token exactly one inserts a successor, and the other gets that same successor if it comes
+/// within `grace` of the first (two browser tabs sharing the cookie); later, presenting the used
+/// token is reuse and revokes the family.
 pub async fn rotate_refresh(
     pool: &PgPool,
     jti: Uuid,
     new_jti: Uuid,
     expires_at: DateTime<Utc>,
+    grace: std::time::Duration,
 ) -> Result<Rotation> {
     let mut tx = pool.begin().await?;
     let won: Option<(Uuid, String)> = sqlx::query_as(
-        "UPDATE refresh_tokens SET used_at = now()
+        "UPDATE refresh_tokens SET used_at = now(), replaced_by = $2
          WHERE jti = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()
          RETURNING family, login",
     )
     .bind(jti)
+    .bind(new_jti)
     .fetch_optional(&mut *tx)
     .await?;
     if let Some((family, login)) = won {
@@ -99,16 +104,27 @@ pub async fn rotate_refresh(
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        return Ok(Rotation::Rotated);
+        return Ok(Rotation::Rotated { jti: new_jti });
     }
-    let used: Option<Uuid> =
-        sqlx::query_scalar("SELECT family FROM refresh_tokens WHERE jti = $1 AND used_at IS NOT NULL")
-            .bind(jti)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(family) = used else {
+    // A separate statement: under READ COMMITTED it sees the rotation a concurrent caller committed.
+    let used: Option<(Uuid, Option<Uuid>, bool)> = sqlx::query_as(
+        "SELECT t.family, t.replaced_by,
+                t.used_at > now() - make_interval(secs => $2) AND t.revoked_at IS NULL
+                AND EXISTS (SELECT 1 FROM refresh_tokens s WHERE s.jti = t.replaced_by
+                              AND s.revoked_at IS NULL AND s.expires_at > now())
+         FROM refresh_tokens t WHERE t.jti = $1 AND t.used_at IS NOT NULL",
+    )
+    .bind(jti)
+    .bind(grace.as_secs_f64())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((family, successor, in_grace)) = used else {
         return Ok(Rotation::Invalid);
     };
+    if let (Some(next), true) = (successor, in_grace) {
+        tx.commit().await?;
+        return Ok(Rotation::Rotated { jti: next });
+    }
     sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL")
         .bind(family)
         .execute(&mut *tx)
@@ -116,6 +132,18 @@ pub async fn rotate_refresh(
     notify_auth(&mut tx, "").await?;
     tx.commit().await?;
     Ok(Rotation::Reused { family })
+}
+
+/// Revokes a whole refresh family (logout with only a refresh cookie, or an expired access token).
+pub async fn revoke_family(pool: &PgPool, family: Uuid) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL")
+        .bind(family)
+        .execute(&mut *tx)
+        .await?;
+    notify_auth(&mut tx, "").await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Logout: revokes the access token and its refresh family.

@@ -14,9 +14,10 @@ pub struct UserRow {
     pub token_version: i32,
     pub created_at: DateTime<Utc>,
     pub last_login: Option<DateTime<Utc>>,
+    pub email: Option<String>,
 }
 
-const COLS: &str = "login, password_hash, role, disabled, token_version, created_at, last_login";
+const COLS: &str = "login, password_hash, role, disabled, token_version, created_at, last_login, email";
 
 /// What `update` may change; `None` keeps the stored value.
 #[derive(Debug, Default)]
@@ -24,6 +25,8 @@ pub struct UserChange {
     pub password_hash: Option<String>,
     pub role: Option<Role>,
     pub disabled: Option<bool>,
+    /// `Some("")` removes the address.
+    pub email: Option<String>,
 }
 
 pub async fn get(pool: &PgPool, login: &str) -> Result<Option<UserRow>> {
@@ -49,13 +52,22 @@ pub async fn count(pool: &PgPool) -> Result<i64> {
         .await?)
 }
 
-pub async fn create(pool: &PgPool, login: &str, password_hash: &str, role: Role) -> Result<UserRow> {
+/// A new account; an existing login is a conflict.
+pub async fn create(
+    pool: &PgPool,
+    login: &str,
+    password_hash: &str,
+    role: Role,
+    email: Option<&str>,
+) -> Result<UserRow> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO users (login, password_hash, role) VALUES ($1, $2, $3) RETURNING {COLS}"
+        "INSERT INTO users (login, password_hash, role, email) VALUES ($1, $2, $3, nullif($4, ''))
+         RETURNING {COLS}"
     )))
     .bind(login)
     .bind(password_hash)
     .bind(role.as_str())
+    .bind(email)
     .fetch_one(pool)
     .await
     .map_err(|e| match StoreError::from(e) {
@@ -99,6 +111,7 @@ pub async fn update(pool: &PgPool, login: &str, change: UserChange) -> Result<Us
     let row: UserRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE users SET password_hash = coalesce($2, password_hash), role = coalesce($3, role),
                 disabled = coalesce($4, disabled), token_version = token_version + $5::int,
+                email = CASE WHEN $6::text IS NULL THEN email ELSE nullif($6, '') END,
                 updated_at = now()
          WHERE login = $1 RETURNING {COLS}"
     )))
@@ -107,6 +120,7 @@ pub async fn update(pool: &PgPool, login: &str, change: UserChange) -> Result<Us
     .bind(change.role.map(Role::as_str))
     .bind(change.disabled)
     .bind(i32::from(revoke))
+    .bind(change.email)
     .fetch_one(&mut *tx)
     .await?;
     if revoke {

@@ -101,9 +101,62 @@ async fn swagger_ui_and_spec_are_served() {
         "/users",
         "/users/me",
         "/audit/sessions",
-        "/api/health",
+        "/health",
+        "/servers/{name}/history",
     ] {
         assert!(spec["paths"].get(path).is_some(), "{path} documented");
+    }
+    // One document for both layouts: every path under /api and bare.
+    let servers: Vec<&str> = spec["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .filter_map(|s| s["url"].as_str())
+        .collect();
+    assert_eq!(servers, ["/api", "/"]);
+    // Bodies that refuse unknown fields say so.
+    assert_eq!(
+        spec["components"]["schemas"]["ServerIn"]["additionalProperties"],
+        false
+    );
+    assert_eq!(
+        spec["components"]["schemas"]["UserCreate"]["additionalProperties"],
+        false
+    );
+    let api_spec: serde_json::Value = http::client()
+        .get(api.url("/api/openapi.json"))
+        .send()
+        .await
+        .expect("spec")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(api_spec, spec);
+}
+
+/// A method a path does not serve: 405 with the methods it does serve in `Allow` (RFC 9110).
+#[tokio::test]
+async fn undeclared_methods_get_405_with_allow() {
+    let (_env, api) = with_users(MANY_LOGINS).await;
+    for (method, path, allow) in [
+        ("DELETE", "/api/health", "GET"),
+        ("PATCH", "/users/me", "GET"),
+        ("POST", "/api/users/someone", "DELETE, GET, PUT"),
+    ] {
+        let resp = http::client()
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+                api.url(path),
+            )
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(
+            resp.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
     }
 }
 
