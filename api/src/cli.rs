@@ -30,6 +30,19 @@ pub enum Command {
     User(UserCommand),
     /// Print the OpenAPI document as JSON.
     Openapi,
+    /// Import an original backend's deployment: its servers, users and SSH keys, and, with
+    /// --history-dsn, its collected history. A second run changes nothing.
+    ImportOriginal {
+        /// The original's config directory (servers.json, users.json, ssh_keys/, encryption_key.key).
+        #[arg(long, default_value = "/etc/pg_activity_monitor")]
+        from: PathBuf,
+        /// The original's pam_stats store (postgres://...), to import its statistics and db_info.
+        #[arg(long)]
+        history_dsn: Option<String>,
+        /// Check and count everything, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -80,6 +93,25 @@ pub async fn run(cli: Cli, cfg: Option<Config>) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(cmd) => user(cmd, cfg).await,
+        Command::ImportOriginal {
+            from,
+            history_dsn,
+            dry_run,
+        } => {
+            let args = crate::import_original::Args {
+                from,
+                history_dsn,
+                dry_run,
+            };
+            let report = crate::import_original::run(&cfg, &args).await?;
+            if dry_run {
+                println!("dry run: nothing was written");
+            }
+            for line in report.lines(dry_run) {
+                println!("{line}");
+            }
+            Ok(())
+        }
         Command::Openapi => Ok(()),
     }
 }

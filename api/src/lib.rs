@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod history_cache;
+pub mod import_original;
 pub mod live;
 pub mod payload;
 pub mod remote_pools;

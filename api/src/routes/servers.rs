@@ -22,6 +22,7 @@ use pgmon_shared::store::audit::event;
 use pgmon_shared::store::servers::{self, SecretChange, ServerRow, ServerSpec, SshSpec, SshTargetError};
 use pgmon_shared::store::stats_read;
 use pgmon_shared::store::{StoreError, ssh_keys};
+use pgmon_shared::validate;
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::Path;
@@ -29,7 +30,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi, Tags};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -44,15 +45,6 @@ enum Tag {
     /// Monitored servers.
     Servers,
 }
-
-static NAME: LazyLock<regex::Regex> =
-    LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$").expect("static regex"));
-static HOSTNAME: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
-        .expect("static regex")
-});
-static SSH_USER: LazyLock<regex::Regex> =
-    LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$").expect("static regex"));
 
 // ---------------------------------------------------------------------------------------------
 // Bodies
@@ -826,28 +818,15 @@ fn bad(msg: impl Into<String>) -> ApiError {
 }
 
 fn check_name(name: &str) -> ApiResult<()> {
-    if NAME.is_match(name) {
-        Ok(())
-    } else {
-        Err(bad("name must match ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"))
-    }
+    validate::check_server_name(name).map_err(bad)
 }
 
-/// A host name or an IP address: no spaces, `=`, `/` or anything else a connection string would read.
 fn check_host(field: &str, host: &str) -> ApiResult<()> {
-    let ip = host.parse::<std::net::IpAddr>().is_ok();
-    if ip || (host.len() <= 253 && HOSTNAME.is_match(host)) {
-        Ok(())
-    } else {
-        Err(bad(format!("{field} must be a host name or an IP address")))
-    }
+    validate::check_host(field, host).map_err(bad)
 }
 
 fn check_port(field: &str, port: i64) -> ApiResult<i32> {
-    match i32::try_from(port) {
-        Ok(p) if (1..=65535).contains(&p) => Ok(p),
-        _ => Err(bad(format!("{field} must be between 1 and 65535"))),
-    }
+    validate::check_port(field, port).map_err(bad)
 }
 
 /// A port as sent: left out keeps `current` (else `default`), `null` is the default.
@@ -859,28 +838,12 @@ fn port_of(field: &str, v: MaybeUndefined<i64>, current: Option<i32>, default: i
     }
 }
 
-/// Free text that ends up in a connection's startup packet or a log line: bounded, no control chars.
 fn check_text(field: &str, value: &str, max: usize, allow_empty: bool) -> ApiResult<()> {
-    if !allow_empty && value.is_empty() {
-        return Err(bad(format!("{field} must not be empty")));
-    }
-    if value.len() > max {
-        return Err(bad(format!("{field} must be at most {max} bytes")));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(bad(format!("{field} must not contain control characters")));
-    }
-    Ok(())
+    validate::check_text(field, value, max, allow_empty).map_err(bad)
 }
 
 fn check_secret(field: &str, value: &str) -> ApiResult<()> {
-    if value.len() > 1024 {
-        return Err(bad(format!("{field} must be at most 1024 bytes")));
-    }
-    if value.contains('\0') {
-        return Err(bad(format!("{field} must not contain NUL")));
-    }
-    Ok(())
+    validate::check_secret(field, value).map_err(bad)
 }
 
 /// A secret as sent: left out or `""` keeps the stored one (the original's forms send `""` for
@@ -1027,18 +990,13 @@ async fn build_ssh(
         .filter(|u| !u.is_empty())
         .or_else(|| current.and_then(|c| c.ssh_username.clone()))
         .unwrap_or_else(|| "postgres".into());
-    if !SSH_USER.is_match(&username) {
-        return Err(bad("ssh_user must match ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"));
-    }
+    validate::check_ssh_user(&username).map_err(bad)?;
     let data_path = f
         .data_path
         .filter(|p| !p.is_empty())
         .or_else(|| current.and_then(|c| c.ssh_data_path.clone()))
         .unwrap_or_else(|| "/".into());
-    check_text("ssh_data_path", &data_path, 4096, false)?;
-    if !data_path.starts_with('/') {
-        return Err(bad("ssh_data_path must be an absolute path"));
-    }
+    validate::check_data_path(&data_path).map_err(bad)?;
     let key_given = key_id_of(state, f.key_id).await?;
     let password = secret_change(state, "ssh_password", f.password)?;
     let stored_key = current.and_then(|c| c.ssh_key_id);

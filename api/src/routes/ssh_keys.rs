@@ -452,6 +452,8 @@ async fn store(
         )));
     }
     let new = NewSshKey {
+        id: None,
+        created_at: None,
         name,
         key_type: m.key_type,
         bits: m.bits,

@@ -195,6 +195,14 @@ fn map_write_error(e: sqlx::Error, name: &str) -> StoreError {
 
 pub async fn create(pool: &PgPool, spec: &ServerSpec) -> Result<ServerRow> {
     let mut tx = pool.begin().await?;
+    let row = create_in(&mut tx, spec).await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// Inserts `spec` and notifies collectors, on `conn`: the notification is delivered when the
+/// caller's transaction commits (an import registers many servers, all or none).
+pub async fn create_in(conn: &mut sqlx::PgConnection, spec: &ServerSpec) -> Result<ServerRow> {
     let ssh = spec.ssh.as_ref();
     let row: ServerRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO servers (name, host, port, dbname, username, password_enc, sslmode, pool, enabled,
@@ -220,11 +228,10 @@ pub async fn create(pool: &PgPool, spec: &ServerSpec) -> Result<ServerRow> {
     .bind(ssh.and_then(|s| s.key_id))
     .bind(ssh.and_then(|s| s.password.binds().1))
     .bind(ssh.map(|s| &s.data_path))
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await
     .map_err(|e| map_write_error(e, &spec.name))?;
-    notify(&mut tx, &row.name).await?;
-    tx.commit().await?;
+    notify(conn, &row.name).await?;
     Ok(row)
 }
 

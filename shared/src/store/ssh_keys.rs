@@ -28,6 +28,10 @@ const COLS: &str = "id, name, key_type, bits, fingerprint, public_key, comment, 
 
 /// A key to insert; `private_key_enc` is already a Fernet token.
 pub struct NewSshKey {
+    /// `None`: a new random id (an import keeps the original's, which its servers reference).
+    pub id: Option<Uuid>,
+    /// `None`: now.
+    pub created_at: Option<DateTime<Utc>>,
     pub name: String,
     pub key_type: String,
     pub bits: Option<i32>,
@@ -94,12 +98,18 @@ pub async fn private_key_enc(pool: &PgPool, id: Uuid) -> Result<Option<String>> 
 }
 
 pub async fn create(pool: &PgPool, key: &NewSshKey) -> Result<SshKeyRow> {
+    let mut conn = pool.acquire().await?;
+    create_in(&mut conn, key).await
+}
+
+/// Inserts `key` on `conn` (the caller's transaction, for an import that is all or nothing).
+pub async fn create_in(conn: &mut sqlx::PgConnection, key: &NewSshKey) -> Result<SshKeyRow> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO ssh_keys (id, name, key_type, bits, fingerprint, public_key, private_key_enc, comment,
-             created_by, description)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLS}"
+             created_by, description, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now())) RETURNING {COLS}"
     )))
-    .bind(Uuid::new_v4())
+    .bind(key.id.unwrap_or_else(Uuid::new_v4))
     .bind(&key.name)
     .bind(&key.key_type)
     .bind(key.bits)
@@ -109,7 +119,8 @@ pub async fn create(pool: &PgPool, key: &NewSshKey) -> Result<SshKeyRow> {
     .bind(&key.comment)
     .bind(&key.created_by)
     .bind(&key.description)
-    .fetch_one(pool)
+    .bind(key.created_at)
+    .fetch_one(conn)
     .await
     .map_err(|e| name_clash(e, &key.name))
 }

@@ -60,18 +60,47 @@ pub async fn create(
     role: Role,
     email: Option<&str>,
 ) -> Result<UserRow> {
+    let mut conn = pool.acquire().await?;
+    let new = NewUser {
+        login,
+        password_hash,
+        role,
+        email,
+        disabled: false,
+        created_at: None,
+    };
+    create_in(&mut conn, &new).await
+}
+
+/// A user to insert: [`create`]'s fields, plus what an import carries over.
+#[derive(Debug)]
+pub struct NewUser<'a> {
+    pub login: &'a str,
+    pub password_hash: &'a str,
+    pub role: Role,
+    pub email: Option<&'a str>,
+    pub disabled: bool,
+    /// `None`: now.
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// Inserts `u` on `conn` (the caller's transaction, for an import that is all or nothing).
+pub async fn create_in(conn: &mut sqlx::PgConnection, u: &NewUser<'_>) -> Result<UserRow> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO users (login, password_hash, role, email) VALUES ($1, $2, $3, nullif($4, ''))
+        "INSERT INTO users (login, password_hash, role, email, disabled, created_at)
+         VALUES ($1, $2, $3, nullif($4, ''), $5, coalesce($6, now()))
          RETURNING {COLS}"
     )))
-    .bind(login)
-    .bind(password_hash)
-    .bind(role.as_str())
-    .bind(email)
-    .fetch_one(pool)
+    .bind(u.login)
+    .bind(u.password_hash)
+    .bind(u.role.as_str())
+    .bind(u.email)
+    .bind(u.disabled)
+    .bind(u.created_at)
+    .fetch_one(conn)
     .await
     .map_err(|e| match StoreError::from(e) {
-        StoreError::Conflict(_) => StoreError::Conflict(format!("user {login} already exists")),
+        StoreError::Conflict(_) => StoreError::Conflict(format!("user {} already exists", u.login)),
         other => other,
     })
 }

@@ -257,17 +257,17 @@ async fn main() {
     let to = fmt(now);
     println!("pgmon-api RSS before load: {} KiB", rss_kib(pid));
     let scenarios: [(&str, i64, bool); 3] = [
-        ("GET /server/{s}/db/{d}/stats, 7 days", 7, true),
-        ("GET /server/{s}/db/{d}/stats, 365 days", 365, true),
-        ("GET /server/{s}/stats, 30 days", 30, false),
+        ("GET /servers/{s}/databases/{d}/history, 7 days", 7, true),
+        ("GET /servers/{s}/databases/{d}/history, 365 days", 365, true),
+        ("GET /servers/{s}/history, 30 days", 30, false),
     ];
     for (label, days, per_db) in scenarios {
         let from = fmt(now - TimeDelta::days(days));
         let (base, token, client, to) = (api.base.clone(), token.clone(), client.clone(), to.clone());
         let first_url = if per_db {
-            format!("{base}/server/srv0/db/db1/stats?from={from}&to={to}")
+            format!("{base}/servers/srv0/databases/db1/history?from={from}&to={to}")
         } else {
-            format!("{base}/server/srv0/stats?from={from}&to={to}")
+            format!("{base}/servers/srv0/history?from={from}&to={to}")
         };
         let sample: serde_json::Value = client
             .get(&first_url)
@@ -286,9 +286,9 @@ async fn main() {
                 let s = i % SERVERS as u64;
                 let d = 1 + (i / SERVERS as u64) % DBS as u64;
                 let url = if per_db {
-                    format!("{base}/server/srv{s}/db/db{d}/stats?from={from}&to={to}")
+                    format!("{base}/servers/srv{s}/databases/db{d}/history?from={from}&to={to}")
                 } else {
-                    format!("{base}/server/srv{s}/stats?from={from}&to={to}")
+                    format!("{base}/servers/srv{s}/history?from={from}&to={to}")
                 };
                 let req = client.get(url).bearer_auth(token.clone());
                 async move {
