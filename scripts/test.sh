@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against real services: installs and starts what the tests need
-# (PostgreSQL, sshd binaries, Python's cryptography for the Fernet interop test), builds, then runs
-# `cargo test` for the whole workspace. Safe to run repeatedly.
+# (PostgreSQL, sshd binaries, Python's cryptography for the Fernet interop test, schemathesis),
+# builds, then runs `cargo test` for the whole workspace. Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
-ensure_packages gcc openssh-server openssh-client procps
+ensure_packages gcc openssh-server openssh-client procps curl iproute2 util-linux
 ensure_postgres
 python3 -c 'import cryptography' 2>/dev/null || ensure_packages python3-cryptography
+# schemathesis, pinned, in a virtualenv of its own (tests/tests/schemathesis.rs runs it).
+ST_VERSION=4.32.5
+if ! target/st-venv/bin/st --version 2>/dev/null | grep -q "$ST_VERSION"; then
+    python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || ensure_packages python3-venv
+    log "installing schemathesis $ST_VERSION"
+    rm -rf target/st-venv
+    python3 -m venv target/st-venv
+    target/st-venv/bin/pip install -q "schemathesis==$ST_VERSION"
+fi
 
 # A superuser for the tests, with a password, so that they work whatever pg_hba.conf says about TCP.
 pg_super <<'SQL'

@@ -32,35 +32,120 @@ pub fn openapi_service() -> OpenApiService<impl poem_openapi::OpenApi, ()> {
         .server(ServerObject::new("/").description("the original backend's first layout"))
 }
 
-/// The OpenAPI document as served: poem-openapi's, plus `additionalProperties: false` on every JSON
-/// request body (they all refuse unknown fields, which poem-openapi does not write down).
+/// The OpenAPI document as served: poem-openapi's, with what it does not write down added.
 pub fn openapi_document() -> String {
     let raw = openapi_service().spec();
     let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&raw) else {
         return raw;
     };
+    complete_document(&mut doc);
+    serde_json::to_string(&doc).unwrap_or(raw)
+}
+
+/// - every JSON request body refuses unknown fields (`additionalProperties: false`);
+/// - a field that may be left out may also be `null` (`Option` fields are answered as `null`), and
+///   the series' values and the counters map may hold `null` (a gap, a counter the version lacks);
+/// - `POST /servers` requires `name`, `host` and `user` (`PUT` takes the same body, all optional);
+/// - the original's `start_date`/`end_date` are date-times, and dates are JSON Schema's `date`.
+fn complete_document(doc: &mut serde_json::Value) {
+    use serde_json::{Value, json};
+    // `get_mut` throughout: indexing a `Value` mutably inserts the key it looks for.
+    fn obj<'a>(v: Option<&'a mut Value>) -> impl Iterator<Item = (&'a String, &'a mut Value)> {
+        v.and_then(Value::as_object_mut).into_iter().flatten()
+    }
     let mut strict = std::collections::BTreeSet::new();
-    if let Some(paths) = doc["paths"].as_object() {
-        for ops in paths.values().filter_map(|v| v.as_object()) {
-            for op in ops.values() {
-                let schema = &op["requestBody"]["content"]["application/json; charset=utf-8"]["schema"];
-                let schema = if schema.is_null() {
-                    &op["requestBody"]["content"]["application/json"]["schema"]
-                } else {
-                    schema
+    for (path, ops) in obj(doc.get_mut("paths")) {
+        for (method, op) in obj(Some(ops)) {
+            let content = op.get_mut("requestBody").and_then(|b| b.get_mut("content"));
+            for (ct, media) in obj(content) {
+                if !ct.starts_with("application/json") {
+                    continue;
+                }
+                let Some(schema) = media.get_mut("schema") else {
+                    continue;
                 };
-                if let Some(r) = schema["$ref"].as_str().and_then(|r| r.rsplit('/').next()) {
+                if let Some(r) = schema
+                    .get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.rsplit('/').next())
+                {
                     strict.insert(r.to_string());
+                    if path == "/servers" && method == "post" {
+                        *schema = json!({"$ref": "#/components/schemas/ServerCreate"});
+                    }
+                }
+            }
+            let params = op.get_mut("parameters").and_then(Value::as_array_mut);
+            for p in params.into_iter().flatten() {
+                let name = p.get("name").and_then(Value::as_str).map(str::to_string);
+                let Some(schema) = p.get_mut("schema").and_then(Value::as_object_mut) else {
+                    continue;
+                };
+                if matches!(name.as_deref(), Some("start_date" | "end_date")) {
+                    schema.insert("format".into(), json!("date-time"));
+                }
+                // poem-openapi names chrono's NaiveDate `naive-date`; JSON Schema's name is `date`.
+                if schema.get("format").and_then(Value::as_str) == Some("naive-date") {
+                    schema.insert("format".into(), json!("date"));
                 }
             }
         }
     }
-    for name in strict {
-        if let Some(s) = doc["components"]["schemas"][&name].as_object_mut() {
-            s.insert("additionalProperties".into(), serde_json::Value::Bool(false));
+    let Some(schemas) = doc
+        .get_mut("components")
+        .and_then(|c| c.get_mut("schemas"))
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    if let Some(mut create) = schemas.get("ServerIn").cloned() {
+        if let Some(c) = create.as_object_mut() {
+            c.insert("required".into(), json!(["name", "host", "user"]));
+            c.insert(
+                "description".into(),
+                json!("A server to register: `ServerIn` with `name`, `host` and `user` required."),
+            );
+        }
+        schemas.insert("ServerCreate".into(), create);
+        strict.insert("ServerCreate".into());
+    }
+    for name in &strict {
+        if let Some(s) = schemas.get_mut(name).and_then(Value::as_object_mut) {
+            s.insert("additionalProperties".into(), Value::Bool(false));
         }
     }
-    serde_json::to_string(&doc).unwrap_or(raw)
+    for (name, schema) in schemas.iter_mut() {
+        let required: Vec<String> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect();
+        for (field, prop) in obj(schema.get_mut("properties")) {
+            let Some(p) = prop.as_object_mut() else { continue };
+            let is_array = p.get("type").and_then(Value::as_str) == Some("array");
+            if name == "Series" && is_array && field != "time" && field != "covered_secs" {
+                if let Some(items) = p.get_mut("items").and_then(Value::as_object_mut) {
+                    items.insert("nullable".into(), json!(true));
+                }
+            }
+            if name == "DbInfoOut" && field == "counters" {
+                if let Some(values) = p.get_mut("additionalProperties").and_then(Value::as_object_mut) {
+                    values.insert("nullable".into(), json!(true));
+                }
+            }
+            if required.contains(field) {
+                continue;
+            }
+            if p.contains_key("$ref") {
+                let inner = prop.take();
+                *prop = json!({"allOf": [inner], "nullable": true});
+            } else {
+                p.insert("nullable".into(), json!(true));
+            }
+        }
+    }
 }
 
 /// Methods served per path, from the document: a 405 names them in `Allow` (RFC 9110).
@@ -291,4 +376,35 @@ pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()
         }
         tracing::info!("shutting down");
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgmon_shared::validate;
+
+    /// The patterns the document states are the ones the handlers check.
+    #[test]
+    fn the_document_states_the_rules_the_handlers_check() {
+        let doc: serde_json::Value = serde_json::from_str(&openapi_document()).expect("json");
+        let props = |schema: &str| doc["components"]["schemas"][schema]["properties"].clone();
+        let server = props("ServerIn");
+        assert_eq!(server["name"]["pattern"], validate::SERVER_NAME_PATTERN);
+        assert_eq!(server["host"]["pattern"], validate::HOST_PATTERN);
+        assert_eq!(server["user"]["pattern"], validate::LINE_PATTERN);
+        assert_eq!(
+            server["ssh_data_path"]["pattern"],
+            format!("^$|{}", validate::PATH_PATTERN)
+        );
+        assert_eq!(
+            server["ssh_user"]["pattern"],
+            format!("^$|{}", validate::SSH_USER_PATTERN)
+        );
+        assert_eq!(server["password"]["pattern"], validate::NO_NUL_PATTERN);
+        assert_eq!(props("UserCreate")["login"]["pattern"], validate::LOGIN_PATTERN);
+        let create = &doc["components"]["schemas"]["ServerCreate"];
+        assert_eq!(create["required"], serde_json::json!(["name", "host", "user"]));
+        assert_eq!(create["additionalProperties"], false);
+        assert_eq!(server["description"]["nullable"], true);
+    }
 }

@@ -271,15 +271,16 @@ async fn session_queries(state: &AppState, server: &ServerRow) -> Result<Vec<Ses
         .await?;
     let deadline = session_opts().call_deadline();
     let chars = i32::try_from(state.cfg.api.activity_query_chars).unwrap_or(i32::MAX);
-    let rows = remote::call(
+    // A cached statement: a one-off one is closed afterwards, one more message to the server.
+    let stmt = remote::call(
         deadline,
-        client.query(
+        client.prepare_cached(
             "SELECT pid, usename::text, datname::text, left(query, $1), state
              FROM pg_stat_activity WHERE state IS NOT NULL ORDER BY pid",
-            &[&chars],
         ),
     )
     .await?;
+    let rows = remote::call(deadline, client.query(&stmt, &[&chars])).await?;
     let f = |e: tokio_postgres::Error| RemoteError::from_pg(&e);
     rows.iter()
         .map(|r| {

@@ -138,6 +138,13 @@ impl<T: Type + serde::de::DeserializeOwned + Send> ParsePayload for JsonBody<T> 
             }
             .into());
         }
+        // serde would also read a struct from a JSON array of its fields in order.
+        if data.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ParseRequestPayloadError {
+                reason: "the body must be a JSON object".into(),
+            }
+            .into());
+        }
         let mut de = serde_json::Deserializer::from_slice(&data);
         let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();

@@ -3,29 +3,43 @@
 use std::sync::LazyLock;
 
 static LOGIN: LazyLock<regex::Regex> =
-    LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9_.@-]{1,64}$").expect("static regex"));
+    LazyLock::new(|| regex::Regex::new(LOGIN_PATTERN).expect("static regex"));
 static SERVER_NAME: LazyLock<regex::Regex> =
-    LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$").expect("static regex"));
-static HOSTNAME: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
-        .expect("static regex")
-});
+    LazyLock::new(|| regex::Regex::new(SERVER_NAME_PATTERN).expect("static regex"));
+static HOST: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(HOST_PATTERN).expect("static regex"));
 static SSH_USER: LazyLock<regex::Regex> =
-    LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$").expect("static regex"));
+    LazyLock::new(|| regex::Regex::new(SSH_USER_PATTERN).expect("static regex"));
+
+/// What [`check_server_name`] admits, for the OpenAPI document.
+pub const SERVER_NAME_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$";
+/// What [`check_ssh_user`] admits, for the OpenAPI document.
+pub const SSH_USER_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$";
+/// What [`is_valid_login`] admits, for the OpenAPI document.
+pub const LOGIN_PATTERN: &str = r"^[A-Za-z0-9_.@-]{1,64}$";
+/// One line of text: no control characters.
+pub const LINE_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
+/// An absolute path without control characters.
+pub const PATH_PATTERN: &str = r"^/[^\x00-\x1f\x7f-\x9f]*$";
+/// No NUL.
+pub const NO_NUL_PATTERN: &str = r"^[^\x00]*$";
 
 /// A monitored server's name (it appears in URL paths).
 pub fn check_server_name(name: &str) -> Result<(), String> {
     if SERVER_NAME.is_match(name) {
         Ok(())
     } else {
-        Err("name must match ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$".into())
+        Err(format!("name must match {SERVER_NAME_PATTERN}"))
     }
 }
 
-/// A host name or an IP address: no spaces, `=`, `/` or anything else a connection string would read.
+/// What [`check_host`] admits, for the OpenAPI document.
+pub const HOST_PATTERN: &str = r"^[A-Za-z0-9_.:-]{1,253}$";
+
+/// A host name or an IP address: letters, digits and `_.:-` only, so no space, `=`, `/` or anything
+/// else a connection string or a shell would read. What is not a real host fails to connect.
 pub fn check_host(field: &str, host: &str) -> Result<(), String> {
-    let ip = host.parse::<std::net::IpAddr>().is_ok();
-    if ip || (host.len() <= 253 && HOSTNAME.is_match(host)) {
+    if HOST.is_match(host) {
         Ok(())
     } else {
         Err(format!("{field} must be a host name or an IP address"))
@@ -39,13 +53,14 @@ pub fn check_port(field: &str, port: i64) -> Result<i32, String> {
     }
 }
 
-/// Free text that ends up in a connection's startup packet or a log line: bounded, no control chars.
+/// Free text that ends up in a connection's startup packet or a log line: at most `max` characters,
+/// no control characters.
 pub fn check_text(field: &str, value: &str, max: usize, allow_empty: bool) -> Result<(), String> {
     if !allow_empty && value.is_empty() {
         return Err(format!("{field} must not be empty"));
     }
-    if value.len() > max {
-        return Err(format!("{field} must be at most {max} bytes"));
+    if value.chars().count() > max {
+        return Err(format!("{field} must be at most {max} characters"));
     }
     if value.chars().any(char::is_control) {
         return Err(format!("{field} must not contain control characters"));
@@ -53,10 +68,10 @@ pub fn check_text(field: &str, value: &str, max: usize, allow_empty: bool) -> Re
     Ok(())
 }
 
-/// A password or passphrase: bounded, no NUL (the wire protocol ends strings with it).
+/// A password or passphrase: at most 1024 characters, no NUL (the wire protocol ends strings with it).
 pub fn check_secret(field: &str, value: &str) -> Result<(), String> {
-    if value.len() > 1024 {
-        return Err(format!("{field} must be at most 1024 bytes"));
+    if value.chars().count() > 1024 {
+        return Err(format!("{field} must be at most 1024 characters"));
     }
     if value.contains('\0') {
         return Err(format!("{field} must not contain NUL"));
@@ -69,7 +84,7 @@ pub fn check_ssh_user(user: &str) -> Result<(), String> {
     if SSH_USER.is_match(user) {
         Ok(())
     } else {
-        Err("ssh_user must match ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$".into())
+        Err(format!("ssh_user must match {SSH_USER_PATTERN}"))
     }
 }
 
@@ -87,11 +102,12 @@ pub fn is_valid_login(login: &str) -> bool {
     LOGIN.is_match(login)
 }
 
-/// bcrypt reads at most 72 bytes and silently drops the rest, so longer passwords are refused.
+/// 8 to 1024 characters (pgmon-api hashes every one of them, also past bcrypt's 72 bytes).
 pub fn check_password(password: &str) -> Result<(), &'static str> {
-    match password.len() {
-        n if n < 8 => Err("password must be at least 8 bytes long"),
-        n if n > 72 => Err("password must be at most 72 bytes long (bcrypt ignores the rest)"),
+    match password.chars().count() {
+        n if n < 8 => Err("password must be at least 8 characters long"),
+        n if n > 1024 => Err("password must be at most 1024 characters long"),
+        _ if password.contains('\0') => Err("password must not contain NUL"),
         _ => Ok(()),
     }
 }

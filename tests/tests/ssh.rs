@@ -283,7 +283,7 @@ async fn unreachable_silent_peer_and_failing_command() {
         None,
     )
     .await;
-    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(st, StatusCode::CONFLICT);
 }
 
 /// `GET /server_stats/{name}`: the disk part comes over SSH, pins the host key on first use, is

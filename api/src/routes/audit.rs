@@ -1,7 +1,7 @@
 //! `/audit/sessions`: the session and admin-action audit (admin), in the original backend's shape.
 
 use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::state::AppState;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use pgmon_shared::store::audit::{self, AuditRow, Filter};
@@ -88,16 +88,10 @@ pub struct AuditStats {
     pub by_day: Vec<DayCount>,
 }
 
-/// A date filter as the original took it (`YYYY-MM-DD`), or an RFC 3339 time. `end_of_day` makes a
-/// bare date include its whole day.
-fn parse_day(name: &str, v: &str, end_of_day: bool) -> ApiResult<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let d = NaiveDate::parse_from_str(v, "%Y-%m-%d")
-        .map_err(|_| ApiError::bad_request(format!("{name} must be YYYY-MM-DD or an RFC 3339 time")))?;
-    let d = if end_of_day { d.succ_opt().unwrap_or(d) } else { d };
-    Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+/// The start of `d` (UTC), or of the day after it.
+fn day_start(d: NaiveDate, next: bool) -> DateTime<Utc> {
+    let d = if next { d.succ_opt().unwrap_or(d) } else { d };
+    d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
 }
 
 pub struct AuditApi;
@@ -114,26 +108,18 @@ impl AuditApi {
         /// Part of the login or of the client IP, case-insensitive.
         username: Query<Option<String>>,
         event_type: Query<Option<String>>,
-        /// `YYYY-MM-DD` (from that day's start, UTC) or an RFC 3339 time.
-        date_from: Query<Option<String>>,
-        /// `YYYY-MM-DD` (through that day's end, UTC) or an RFC 3339 time (exclusive).
-        date_to: Query<Option<String>>,
+        /// From that day's start, UTC.
+        date_from: Query<Option<NaiveDate>>,
+        /// Through that day's end, UTC.
+        date_to: Query<Option<NaiveDate>>,
         /// 1..=500, default 50.
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<i64>>,
         #[oai(validator(minimum(value = "0")))] offset: Query<Option<i64>>,
     ) -> ApiResult<Json<AuditPage>> {
         auth.admin()?;
-        let from = date_from
-            .0
-            .as_deref()
-            .map(|v| parse_day("date_from", v, false))
-            .transpose()?;
-        let to = date_to
-            .0
-            .as_deref()
-            .map(|v| parse_day("date_to", v, true))
-            .transpose()?;
+        let from = date_from.0.map(|d| day_start(d, false));
+        let to = date_to.0.map(|d| day_start(d, true));
         let limit = limit.0.unwrap_or(50);
         let offset = offset.0.unwrap_or(0);
         let filter = Filter {
@@ -154,7 +140,7 @@ impl AuditApi {
     }
 
     /// The original's counters, and counts per event, per login and per day over `from`..`to`
-    /// (RFC 3339; default the last 30 days) (admin).
+    /// (RFC 3339; default the last 30 days; an empty window counts nothing) (admin).
     #[oai(path = "/audit/sessions/stats", method = "get")]
     async fn stats(
         &self,
@@ -166,9 +152,6 @@ impl AuditApi {
         auth.admin()?;
         let to = to.0.unwrap_or_else(Utc::now);
         let from = from.0.unwrap_or(to - Duration::days(30));
-        if from >= to {
-            return Err(ApiError::bad_request("`from` must be before `to`"));
-        }
         let (s, c) = futures::try_join!(audit::summary(&state.pool), audit::counts(&state.pool, from, to))?;
         let counts = |v: Vec<(String, i64)>| v.into_iter().map(|(key, count)| Count { key, count }).collect();
         Ok(Json(AuditStats {

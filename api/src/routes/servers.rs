@@ -28,7 +28,7 @@ use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
-use poem_openapi::{Object, OpenApi, Tags};
+use poem_openapi::{Enum, Object, OpenApi, Tags};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,49 +56,65 @@ enum Tag {
 #[derive(Debug, Object, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerIn {
-    /// `^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`; required on POST, a new value on PUT renames.
+    /// Required on POST; a new value on PUT renames.
+    #[oai(validator(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"))]
     pub name: Option<String>,
     /// Host name or IP address; required on POST.
+    #[oai(validator(pattern = r"^[A-Za-z0-9_.:-]{1,253}$"))]
     pub host: Option<String>,
     /// Default (and `null`) 5432.
+    #[oai(validator(minimum(value = "1"), maximum(value = "65535")))]
     #[serde(default)]
     pub port: MaybeUndefined<i64>,
     /// The PostgreSQL role; required on POST.
+    #[oai(validator(min_length = 1, max_length = 63, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))]
     pub user: Option<String>,
-    #[oai(write_only)]
+    /// `""` or left out: keep the stored one; `null`: none.
+    #[oai(write_only, validator(max_length = 1024, pattern = r"^[^\x00]*$"))]
     #[serde(default)]
     pub password: MaybeUndefined<String>,
     /// The database the monitor connects to first; default `postgres`.
+    #[oai(validator(min_length = 1, max_length = 63, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))]
     pub dbname: Option<String>,
-    /// `disable | prefer | require | verify-ca | verify-full`, as libpq; default `prefer`.
-    pub sslmode: Option<String>,
-    /// `default | high_load`; default `default`.
-    pub pool: Option<String>,
+    /// As libpq's; default `prefer`.
+    pub sslmode: Option<SslModeIn>,
+    /// Default `default`.
+    pub pool: Option<PoolIn>,
     /// Default true; a disabled server is neither collected nor probed.
     pub enabled: Option<bool>,
+    #[oai(validator(max_length = 2000))]
     pub description: Option<String>,
     /// `password` or `key`, as the original; pgmon also takes `none` (SSH off, its credentials
     /// forgotten). SSH is on when the chosen method has a credential.
-    pub ssh_auth_type: Option<String>,
-    /// Default `postgres`.
+    pub ssh_auth_type: Option<SshAuthIn>,
+    /// `""` or left out: keep the stored one (default `postgres`).
+    #[oai(validator(pattern = r"^$|^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"))]
     pub ssh_user: Option<String>,
     /// Default (and `null`) 22.
+    #[oai(validator(minimum(value = "1"), maximum(value = "65535")))]
     #[serde(default)]
     pub ssh_port: MaybeUndefined<i64>,
-    #[oai(write_only)]
+    /// `""` or left out: keep the stored one; `null`: none.
+    #[oai(write_only, validator(max_length = 1024, pattern = r"^[^\x00]*$"))]
     #[serde(default)]
     pub ssh_password: MaybeUndefined<String>,
     /// A stored SSH key's id; `""` or `null`: none.
+    #[oai(validator(
+        pattern = r"^$|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     #[serde(default)]
     pub ssh_key_id: MaybeUndefined<String>,
     /// Accepted for the original's clients and not used: pgmon keeps keys without a passphrase.
-    #[oai(write_only)]
+    #[oai(write_only, validator(max_length = 1024, pattern = r"^[^\x00]*$"))]
     #[serde(default)]
     pub ssh_key_passphrase: MaybeUndefined<String>,
     /// The SSH host when it is not `host`; `null` or `""`: follow `host`.
+    #[oai(validator(pattern = r"^$|^[A-Za-z0-9_.:-]{1,253}$"))]
     #[serde(default)]
     pub ssh_host: MaybeUndefined<String>,
-    /// The directory whose file system `df` measures; default `/`.
+    /// The directory whose file system `df` measures; `""` or left out: keep the stored one
+    /// (default `/`).
+    #[oai(validator(max_length = 4096, pattern = r"^$|^/[^\x00-\x1f\x7f-\x9f]*$"))]
     pub ssh_data_path: Option<String>,
     /// Read-only fields of the answer, accepted and ignored.
     pub id: Option<serde_json::Value>,
@@ -124,6 +140,58 @@ pub struct ServerIn {
     pub data_dir: Option<serde_json::Value>,
     pub created_at: Option<serde_json::Value>,
     pub updated_at: Option<serde_json::Value>,
+}
+
+/// libpq's `sslmode` values pgmon accepts.
+#[derive(Debug, Clone, Copy, Enum, serde::Deserialize)]
+pub enum SslModeIn {
+    #[oai(rename = "disable")]
+    #[serde(rename = "disable")]
+    Disable,
+    #[oai(rename = "prefer")]
+    #[serde(rename = "prefer")]
+    Prefer,
+    #[oai(rename = "require")]
+    #[serde(rename = "require")]
+    Require,
+    #[oai(rename = "verify-ca")]
+    #[serde(rename = "verify-ca")]
+    VerifyCa,
+    #[oai(rename = "verify-full")]
+    #[serde(rename = "verify-full")]
+    VerifyFull,
+}
+
+impl SslModeIn {
+    fn as_str(self) -> &'static str {
+        match self {
+            SslModeIn::Disable => "disable",
+            SslModeIn::Prefer => "prefer",
+            SslModeIn::Require => "require",
+            SslModeIn::VerifyCa => "verify-ca",
+            SslModeIn::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Connection pool sizes (`[pools.*]` of the config).
+#[derive(Debug, Clone, Copy, Enum, serde::Deserialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum PoolIn {
+    Default,
+    HighLoad,
+}
+
+/// How pgmon logs in over SSH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, serde::Deserialize)]
+#[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum SshAuthIn {
+    Password,
+    Key,
+    /// SSH off.
+    None,
 }
 
 /// The SSH key a server logs in with.
@@ -592,7 +660,7 @@ impl ServersApi {
         let target = match servers::ssh_target(&state.pool, &state.crypto, &server).await {
             Ok(Some(t)) => t,
             Ok(None) => {
-                return Err(ApiError::bad_request(format!(
+                return Err(ApiError::conflict(format!(
                     "server {} has no SSH settings (set ssh_password or ssh_key_id)",
                     server.name
                 )));
@@ -842,6 +910,13 @@ fn check_text(field: &str, value: &str, max: usize, allow_empty: bool) -> ApiRes
     validate::check_text(field, value, max, allow_empty).map_err(bad)
 }
 
+fn check_text_lines(field: &str, value: &str, max: usize) -> ApiResult<()> {
+    if value.chars().count() > max {
+        return Err(bad(format!("{field} must be at most {max} characters")));
+    }
+    Ok(())
+}
+
 fn check_secret(field: &str, value: &str) -> ApiResult<()> {
     validate::check_secret(field, value).map_err(bad)
 }
@@ -868,8 +943,9 @@ async fn key_id_of(state: &AppState, v: MaybeUndefined<String>) -> ApiResult<Opt
         MaybeUndefined::Value(s) if s.is_empty() => return Ok(Some(None)),
         MaybeUndefined::Value(s) => s,
     };
-    let missing = || bad(format!("ssh_key_id: no SSH key {id}"));
-    let uuid = Uuid::parse_str(&id).map_err(|_| missing())?;
+    // An id that names no stored key is a reference to nothing: 404, as for any unknown key.
+    let missing = || ApiError::not_found(format!("ssh_key_id: no SSH key {id}"));
+    let uuid = Uuid::parse_str(&id).map_err(|_| bad(format!("ssh_key_id {id:?} is not a UUID")))?;
     if ssh_keys::get(&state.pool, uuid).await?.is_none() {
         return Err(missing());
     }
@@ -905,25 +981,22 @@ async fn build_spec(state: &AppState, body: ServerIn, current: Option<&ServerRow
     check_text("user", &username, 63, false)?;
     let sslmode = body
         .sslmode
+        .map(|m| m.as_str().to_string())
         .or_else(|| current.map(|c| c.sslmode.clone()))
         .unwrap_or_else(|| "prefer".into());
-    sslmode
-        .parse::<remote::SslMode>()
-        .map_err(|_| bad("sslmode must be one of disable, prefer, require, verify-ca, verify-full"))?;
     let pool = body
         .pool
+        .map(|p| match p {
+            PoolIn::Default => "default".to_string(),
+            PoolIn::HighLoad => "high_load".to_string(),
+        })
         .or_else(|| current.map(|c| c.pool.clone()))
         .unwrap_or_else(|| "default".into());
-    if pool != "default" && pool != "high_load" {
-        return Err(bad("pool must be default or high_load"));
-    }
     let description = body
         .description
         .or_else(|| current.map(|c| c.description.clone()))
         .unwrap_or_default();
-    if description.len() > 2000 {
-        return Err(bad("description must be at most 2000 bytes"));
-    }
+    check_text_lines("description", &description, 2000)?;
     let password = secret_change(state, "password", body.password)?;
     if let MaybeUndefined::Value(p) = &body.ssh_key_passphrase {
         check_secret("ssh_key_passphrase", p)?;
@@ -959,7 +1032,7 @@ async fn build_spec(state: &AppState, body: ServerIn, current: Option<&ServerRow
 
 /// The SSH part of a server body.
 struct SshFields {
-    auth_type: Option<String>,
+    auth_type: Option<SshAuthIn>,
     user: Option<String>,
     port: MaybeUndefined<i64>,
     password: MaybeUndefined<String>,
@@ -1001,28 +1074,16 @@ async fn build_ssh(
     let password = secret_change(state, "ssh_password", f.password)?;
     let stored_key = current.and_then(|c| c.ssh_key_id);
     let stored_password = current.is_some_and(|c| c.ssh_password_enc.is_some());
-    let (key_id, password) = match f.auth_type.as_deref() {
-        Some("none") => return Ok(None),
-        Some("key") => {
-            let key = key_given.unwrap_or(stored_key);
-            if key.is_none() {
-                return Err(bad("ssh_auth_type key needs an SSH key: set ssh_key_id"));
-            }
-            (key, SecretChange::Clear)
-        }
-        Some("password") => (None, password),
-        Some(other) => {
-            return Err(bad(format!(
-                "ssh_auth_type must be password, key or none, not {other:?}"
-            )));
-        }
+    let (key_id, password) = match f.auth_type {
+        Some(SshAuthIn::None) => return Ok(None),
+        // Without a key, key authentication has no credential: SSH is off, as with no password.
+        Some(SshAuthIn::Key) => (key_given.unwrap_or(stored_key), SecretChange::Clear),
+        Some(SshAuthIn::Password) => (None, password),
+        // Neither chosen: a key given wins (and drops the password), a password given replaces
+        // the key, else what is stored stays.
         None => match (key_given, &password) {
-            (Some(Some(_)), SecretChange::Set(_)) => {
-                return Err(bad("give ssh_key_id or ssh_password, not both"));
-            }
             (Some(Some(k)), _) => (Some(k), SecretChange::Clear),
-            (_, SecretChange::Set(_)) => (None, password),
-            (Some(None), _) => (None, password),
+            (_, SecretChange::Set(_)) | (Some(None), _) => (None, password),
             (None, _) => (stored_key, password),
         },
     };

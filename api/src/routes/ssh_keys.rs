@@ -47,31 +47,39 @@ pub enum KeyType {
 #[derive(Debug, Object, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateIn {
-    /// 1 to 64 characters, unique; no `/`, `\`, `"` or control characters (it names the download).
+    /// Unique; it names the download, so no `/`, `\`, `"` or control characters.
+    #[oai(validator(pattern = r#"^[^/\\"\x00-\x1f\x7f-\x9f]{1,64}$"#))]
     pub name: String,
     pub key_type: KeyType,
     /// RSA only: 2048, 3072 (default) or 4096; ignored for ed25519.
+    #[oai(validator(minimum(value = "2048"), maximum(value = "4096"), multiple_of = "1024"))]
     pub key_size: Option<u32>,
     /// Accepted and not used: see the module documentation (the key is stored Fernet-encrypted).
-    #[oai(write_only)]
+    #[oai(write_only, validator(max_length = 1024, pattern = r"^[^\x00]*$"))]
     pub passphrase: Option<String>,
+    #[oai(validator(max_length = 1000))]
     pub description: Option<String>,
     /// Ends the public key line; default `pgmon@<name>`.
+    #[oai(validator(max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))]
     pub comment: Option<String>,
 }
 
 #[derive(Debug, Object, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportIn {
+    /// As for `generate`.
+    #[oai(validator(pattern = r#"^[^/\\"\x00-\x1f\x7f-\x9f]{1,64}$"#))]
     pub name: String,
-    /// OpenSSH, PEM PKCS#1 or PKCS#8; plain or encrypted.
+    /// OpenSSH, PEM PKCS#1 or PKCS#8; plain or encrypted. Text that is no such key is a 400.
     #[oai(write_only)]
     pub private_key: String,
     /// Needed for an encrypted key; not stored.
-    #[oai(write_only)]
+    #[oai(write_only, validator(max_length = 1024, pattern = r"^[^\x00]*$"))]
     pub passphrase: Option<String>,
+    #[oai(validator(max_length = 1000))]
     pub description: Option<String>,
     /// Default: the comment inside the key, if any.
+    #[oai(validator(max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))]
     pub comment: Option<String>,
 }
 
@@ -88,8 +96,10 @@ pub struct ImportFileIn {
 #[derive(Debug, Object, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateIn {
+    #[oai(validator(pattern = r#"^[^/\\"\x00-\x1f\x7f-\x9f]{1,64}$"#))]
     pub name: Option<String>,
     /// `""` removes it.
+    #[oai(validator(max_length = 1000))]
     pub description: Option<String>,
 }
 
@@ -171,9 +181,7 @@ impl SshKeysApi {
         check_description(body.description.as_deref())?;
         let comment = body.comment.unwrap_or_else(|| format!("pgmon@{}", body.name));
         check_comment(&comment)?;
-        if body.passphrase.as_ref().is_some_and(|p| p.len() > 1024) {
-            return Err(ApiError::bad_request("passphrase must be at most 1024 bytes"));
-        }
+        check_passphrase(body.passphrase.as_deref())?;
         let kind = match (body.key_type, body.key_size) {
             (KeyType::Ed25519, _) => KeyKind::Ed25519,
             (KeyType::Rsa, None) => KeyKind::Rsa { bits: 3072 },
@@ -211,6 +219,7 @@ impl SshKeysApi {
         let me = auth.operator()?;
         let JsonBody(body) = body;
         check_description(body.description.as_deref())?;
+        check_passphrase(body.passphrase.as_deref())?;
         let material = parse(&body.name, &body.private_key, body.passphrase, body.comment)?;
         store(
             &state,
@@ -382,7 +391,7 @@ impl SshKeysApi {
 /// Key names also name the downloaded file: bounded, one line, no path or quoting characters.
 fn check_name(name: &str) -> ApiResult<()> {
     let n = name.chars().count();
-    if n == 0 || n > 64 || name.trim().is_empty() {
+    if n == 0 || n > 64 {
         return Err(ApiError::bad_request("name must be 1 to 64 characters"));
     }
     if name
@@ -396,6 +405,16 @@ fn check_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+fn check_passphrase(p: Option<&str>) -> ApiResult<()> {
+    match p {
+        Some(p) if p.chars().count() > 1024 => Err(ApiError::bad_request(
+            "passphrase must be at most 1024 characters",
+        )),
+        Some(p) if p.contains('\0') => Err(ApiError::bad_request("passphrase must not contain NUL")),
+        _ => Ok(()),
+    }
+}
+
 fn check_description(d: Option<&str>) -> ApiResult<()> {
     match d {
         Some(d) if d.chars().count() > 1000 => Err(ApiError::bad_request(
@@ -407,7 +426,7 @@ fn check_description(d: Option<&str>) -> ApiResult<()> {
 
 /// The comment ends the public key line: one line, bounded.
 fn check_comment(c: &str) -> ApiResult<()> {
-    if c.len() > 256 || c.chars().any(char::is_control) {
+    if c.chars().count() > 256 || c.chars().any(char::is_control) {
         Err(ApiError::bad_request(
             "comment must be at most 256 bytes without control characters",
         ))

@@ -398,8 +398,8 @@ impl StatsApi {
         name: Path<String>,
         from: Query<Option<DateTime<Utc>>>,
         to: Query<Option<DateTime<Utc>>>,
-        /// Bucket width in seconds, at least 1.
-        #[oai(validator(minimum(value = "1")))]
+        /// Bucket width in seconds, at most ten years.
+        #[oai(validator(minimum(value = "1"), maximum(value = "315360000")))]
         step: Query<Option<i64>>,
     ) -> ApiResult<SerdeJson<Series>> {
         let w = window(&state, from.0, to.0, step.0)?;
@@ -418,7 +418,7 @@ impl StatsApi {
         db: Path<String>,
         from: Query<Option<DateTime<Utc>>>,
         to: Query<Option<DateTime<Utc>>>,
-        #[oai(validator(minimum(value = "1")))] step: Query<Option<i64>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "315360000")))] step: Query<Option<i64>>,
     ) -> ApiResult<SerdeJson<Series>> {
         let w = window(&state, from.0, to.0, step.0)?;
         let server = server_by_name(&state, &name).await?;
@@ -426,6 +426,8 @@ impl StatsApi {
     }
 }
 
+/// Most daily buckets of the original's pages; longer ranges get buckets of several days.
+const ORIGINAL_MAX_DAYS: f64 = 5000.0;
 const MIB: f64 = 1024.0 * 1024.0;
 const GIB: f64 = 1024.0 * MIB;
 
@@ -530,7 +532,8 @@ fn original_window(
         d if d <= 2.0 => (interval, "raw"),
         d if d <= 14.0 => (3600, "hour"),
         d if d <= 90.0 => (14_400, "4hour"),
-        _ => (86_400, "day"),
+        // Beyond ~14 years, days of several days each: a bounded answer whatever the range.
+        d => (86_400 * ((d / ORIGINAL_MAX_DAYS).ceil() as i64).max(1), "day"),
     };
     let first = rates::bucket_start(start, step);
     let last = rates::bucket_start(end - TimeDelta::microseconds(1), step) + TimeDelta::seconds(step);

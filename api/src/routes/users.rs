@@ -69,25 +69,38 @@ impl From<UserRow> for UserOut {
 #[derive(Debug, Object, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserCreate {
-    /// `^[A-Za-z0-9_.@-]{1,64}$`
+    #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
     pub login: String,
-    /// 8 to 72 bytes.
-    #[oai(write_only)]
+    #[oai(
+        write_only,
+        validator(min_length = 8, max_length = 1024, pattern = r"^[^\x00]*$")
+    )]
     pub password: String,
     /// Default `viewer`.
     pub role: Option<ApiRole>,
-    /// At most 254 characters; `null` or `""` for none.
+    /// `null` or `""` for none.
+    #[oai(validator(
+        max_length = 254,
+        pattern = r"^$|^[^\x00-\x1f\x7f-\x9f]*@[^\x00-\x1f\x7f-\x9f]*$"
+    ))]
     pub email: Option<String>,
 }
 
 #[derive(Debug, Object, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
-    /// A new password (8 to 72 bytes); revokes the user's tokens.
-    #[oai(write_only)]
+    /// A new password; revokes the user's tokens.
+    #[oai(
+        write_only,
+        validator(min_length = 8, max_length = 1024, pattern = r"^[^\x00]*$")
+    )]
     pub password: Option<String>,
     pub role: Option<ApiRole>,
     /// `null` keeps the stored address, `""` removes it.
+    #[oai(validator(
+        max_length = 254,
+        pattern = r"^$|^[^\x00-\x1f\x7f-\x9f]*@[^\x00-\x1f\x7f-\x9f]*$"
+    ))]
     pub email: Option<String>,
     /// `false` disables the account and revokes its tokens.
     pub is_active: Option<bool>,
@@ -265,8 +278,8 @@ impl UsersApi {
         Ok(Json(user.into()))
     }
 
-    /// Delete a user (admin). Nobody deletes their own account (400), and the last active admin
-    /// cannot be deleted (409).
+    /// Delete a user (admin). Nobody deletes their own account, and the last active admin cannot be
+    /// deleted (409).
     #[oai(path = "/users/:login", method = "delete")]
     async fn delete(
         &self,
@@ -277,7 +290,7 @@ impl UsersApi {
     ) -> ApiResult<Json<Message>> {
         let me = auth.admin()?;
         if me.login == login.0 {
-            return Err(ApiError::bad_request("you cannot delete your own account"));
+            return Err(ApiError::conflict("you cannot delete your own account"));
         }
         users::delete(&state.pool, &login).await.map_err(|e| match e {
             pgmon_shared::store::StoreError::NotFound => not_found(&login),

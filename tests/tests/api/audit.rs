@@ -115,11 +115,6 @@ async fn records_sessions_and_user_changes_with_filters() {
     assert_eq!(events(&p), ["login_success", "user_delete"]);
     assert_eq!(p["total"], 9);
     assert_eq!((p["limit"].clone(), p["offset"].clone()), (json!(2), json!(1)));
-    let from = urlencode(&t0.to_rfc3339());
-    let (_, p) = call("GET", &q(&format!("date_from={from}")), Some(&admin), None).await;
-    assert_eq!(p["total"], 9);
-    let (_, p) = call("GET", &q(&format!("date_to={from}")), Some(&admin), None).await;
-    assert_eq!(p["total"], 0);
     // The original's day filters: date_to includes its whole day.
     let today = t0.format("%Y-%m-%d").to_string();
     let (_, p) = call(
@@ -132,13 +127,19 @@ async fn records_sessions_and_user_changes_with_filters() {
     assert_eq!(p["total"], 9);
     let (_, p) = call("GET", &q("date_to=2020-01-01"), Some(&admin), None).await;
     assert_eq!(p["total"], 0);
-    for bad in ["limit=0", "limit=501", "offset=-1", "limit=ten"] {
+    for bad in [
+        "limit=0",
+        "limit=501",
+        "offset=-1",
+        "limit=ten",
+        "date_from=yesterday",
+    ] {
         let (status, body) = call("GET", &q(bad), Some(&admin), None).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
         assert!(body["detail"].is_string());
     }
-    let (status, body) = call("GET", &q("date_from=yesterday"), Some(&admin), None).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = call("GET", &q("date_from=2026-02-30"), Some(&admin), None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(
         body["detail"].as_str().is_some_and(|d| d.contains("date_from")),
         "{body}"
@@ -170,8 +171,4 @@ async fn records_sessions_and_user_changes_with_filters() {
         days.iter().map(|d| d["count"].as_i64().unwrap_or(0)).sum::<i64>(),
         9
     );
-}
-
-fn urlencode(s: &str) -> String {
-    s.replace('+', "%2B").replace(':', "%3A")
 }
