@@ -50,7 +50,7 @@ pub fn openapi_document() -> String {
 fn complete_document(doc: &mut serde_json::Value) {
     use serde_json::{Value, json};
     // `get_mut` throughout: indexing a `Value` mutably inserts the key it looks for.
-    fn obj<'a>(v: Option<&'a mut Value>) -> impl Iterator<Item = (&'a String, &'a mut Value)> {
+    fn obj(v: Option<&mut Value>) -> impl Iterator<Item = (&String, &mut Value)> {
         v.and_then(Value::as_object_mut).into_iter().flatten()
     }
     let mut strict = std::collections::BTreeSet::new();
@@ -125,15 +125,19 @@ fn complete_document(doc: &mut serde_json::Value) {
         for (field, prop) in obj(schema.get_mut("properties")) {
             let Some(p) = prop.as_object_mut() else { continue };
             let is_array = p.get("type").and_then(Value::as_str) == Some("array");
-            if name == "Series" && is_array && field != "time" && field != "covered_secs" {
-                if let Some(items) = p.get_mut("items").and_then(Value::as_object_mut) {
-                    items.insert("nullable".into(), json!(true));
-                }
+            if name == "Series"
+                && is_array
+                && field != "time"
+                && field != "covered_secs"
+                && let Some(items) = p.get_mut("items").and_then(Value::as_object_mut)
+            {
+                items.insert("nullable".into(), json!(true));
             }
-            if name == "DbInfoOut" && field == "counters" {
-                if let Some(values) = p.get_mut("additionalProperties").and_then(Value::as_object_mut) {
-                    values.insert("nullable".into(), json!(true));
-                }
+            if name == "DbInfoOut"
+                && field == "counters"
+                && let Some(values) = p.get_mut("additionalProperties").and_then(Value::as_object_mut)
+            {
+                values.insert("nullable".into(), json!(true));
             }
             if required.contains(field) {
                 continue;
