@@ -597,3 +597,71 @@ async fn test_connection_reports_version_or_error_class() {
     .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
+
+/// The original frontend polls `GET /servers` every 10 s from every browser: the list answers from
+/// what pgmon knows, at once, even with servers that accept TCP and never answer; their probes run in
+/// the background and each row says how fresh its status is.
+#[tokio::test]
+async fn the_server_list_never_waits_on_a_dead_server() {
+    let env = pgmon_tests::TestEnv::new(
+        "login_attempts_per_minute = 1000\nserver_status_cache_ttl_secs = 1",
+        "",
+    )
+    .await;
+    env.add_user("viewer", "viewer", "viewer-password-1");
+    let api = env.spawn_api().await;
+    let token = http::token(&api.base, "viewer", "viewer-password-1").await;
+    let pool = env.db.pool().await;
+    let holes: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let shared = pgmon_tests::monitored::shared();
+    for (i, h) in holes.iter().enumerate() {
+        let port = h.local_addr().expect("addr").port();
+        shared
+            .at_port(port)
+            .register(&pool, &env.fernet_key, &format!("hole-{i}"))
+            .await;
+    }
+    shared.register(&pool, &env.fernet_key, "live").await;
+    let url = api.url("/servers");
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut last = Value::Null;
+    // Seven seconds of polling: past the black holes' 5 s connect deadline.
+    while started.elapsed() < Duration::from_secs(7) {
+        let t = std::time::Instant::now();
+        let (st, list) = http::call("GET", &url, Some(&token), None).await;
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(st, StatusCode::OK, "{list}");
+        last = list;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a request waited {slowest:?} on a probe (the connect deadline is 5 s)"
+    );
+    let row = |name: &str| {
+        last.as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} listed: {last}"))
+    };
+    let live = row("live");
+    assert_eq!(live["status"], "ok", "{live}");
+    assert!(live["version"].is_string(), "{live}");
+    for i in 0..3 {
+        let hole = row(&format!("hole-{i}"));
+        assert_eq!(hole["reachable"], false, "{hole}");
+        assert_eq!(hole["error_class"], "timeout", "{hole}");
+        assert!(
+            hole["status"].as_str().is_some_and(|s| s.contains("error")),
+            "{hole}"
+        );
+        assert_eq!(hole["status_source"], "api");
+        assert!(hole["status_checked_at"].is_string());
+    }
+    drop(holes);
+}

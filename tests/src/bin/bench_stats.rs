@@ -382,6 +382,54 @@ async fn main() {
         load(1, 3, sql_job).await.print(&format!("SQL  x1 {label}"));
         load(1, 3, fold_job).await.print(&format!("STORE x1 {label}"));
     }
+    // The original backend's server page: every database's timeline, with its bucket rules (hours up
+    // to 14 days, 4 hours up to 90), as its frontend asks for it.
+    let iso = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    for days in [7, 90] {
+        let range = format!(
+            "start_date={}&end_date={}",
+            iso(now - TimeDelta::days(days)),
+            iso(now)
+        );
+        let job_for = |base: String| {
+            let (token, client, range) = (token.clone(), client.clone(), range.clone());
+            move |i: u64| {
+                let url = format!("{base}/server/srv{}/stats?{range}", i % SERVERS as u64);
+                let req = client.get(url).bearer_auth(token.clone());
+                async move {
+                    match req.send().await {
+                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                        _ => false,
+                    }
+                }
+            }
+        };
+        let sample: serde_json::Value = client
+            .get(format!("{}/server/srv0/stats?{range}", api.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        let label = format!("GET /server/{{s}}/stats (original page), {days} days");
+        load(CLIENTS, secs, job_for(api.base.clone()))
+            .await
+            .print(&format!("API  {label}"));
+        println!(
+            "     ({} databases, {} timeline points, aggregation {})",
+            sample["databases"].as_array().map_or(0, Vec::len),
+            sample["connection_timeline"].as_array().map_or(0, Vec::len),
+            sample["aggregation"]
+        );
+        load(CLIENTS, secs, job_for(computed.base.clone()))
+            .await
+            .print(&format!("API computed {label}"));
+        load(1, 3, job_for(computed.base.clone()))
+            .await
+            .print(&format!("API  x1 computed {label}"));
+    }
     // For reference: the naive query computing the same 365-day series from the raw table.
     let t = Instant::now();
     let n: i64 = sqlx::query_scalar(
