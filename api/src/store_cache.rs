@@ -1,5 +1,5 @@
-//! In-process copies of the two store rows nearly every request reads: the caller's auth state (by
-//! access-token id) and a server (by name). Without them a history read made three store round
+//! In-process copies of the store rows nearly every request reads: the caller's auth state (by
+//! access-token id), a server (by name) and the list of servers. Without them a history read made three store round
 //! trips, two of them for rows that change a few times a day. The same listener keeps whole history
 //! answers current ([`crate::history_cache`]), per server, from `NOTIFY pgmon_stats`.
 //!
@@ -72,6 +72,8 @@ struct Inner {
     generation: AtomicU64,
     auth: Map<Uuid, AuthState>,
     servers: Map<String, ServerRow>,
+    /// Every server, as `GET /servers` (polled by every browser) lists them.
+    server_list: Map<(), Arc<Vec<ServerRow>>>,
     history: HistoryCache,
 }
 
@@ -83,6 +85,7 @@ impl StoreCache {
             generation: AtomicU64::new(0),
             auth: Map::new(),
             servers: Map::new(),
+            server_list: Map::new(),
             history: HistoryCache::new(history_bytes),
         }))
     }
@@ -117,6 +120,16 @@ impl StoreCache {
     pub fn put_server(&self, row: ServerRow, read_at: Option<u64>) {
         if let Some(g) = read_at {
             self.0.servers.put(row.name.clone(), row, g);
+        }
+    }
+
+    pub fn server_list(&self) -> Option<Arc<Vec<ServerRow>>> {
+        self.0.server_list.get(&(), self.generation()?)
+    }
+
+    pub fn put_server_list(&self, rows: Arc<Vec<ServerRow>>, read_at: Option<u64>) {
+        if let Some(g) = read_at {
+            self.0.server_list.put((), rows, g);
         }
     }
 
@@ -163,6 +176,7 @@ impl StoreCache {
         self.0.generation.fetch_add(1, Ordering::AcqRel);
         self.0.auth.clear();
         self.0.servers.clear();
+        self.0.server_list.clear();
     }
 
     fn set_listening(&self, on: bool) {

@@ -13,7 +13,7 @@ use super::auth::{actor, record};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::live::{self, DiskStatus, LiveStatus};
-use crate::payload::JsonBody;
+use crate::payload::{JsonBody, SerdeJson};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use pgmon_shared::remote;
@@ -195,7 +195,7 @@ pub enum SshAuthIn {
 }
 
 /// The SSH key a server logs in with.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 pub struct KeyInfo {
     pub name: String,
     pub fingerprint: String,
@@ -206,7 +206,7 @@ pub struct KeyInfo {
 /// The live part comes from what this API knows (probes refreshed in the background, else the
 /// collector's last sample): the list never waits on a slow or dead server. `status_checked_at` says
 /// how old it is.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 pub struct ServerOut {
     pub name: String,
     pub host: String,
@@ -259,6 +259,12 @@ pub struct ServerOut {
     pub in_recovery: Option<bool>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl crate::payload::JsonSizeHint for Vec<ServerOut> {
+    fn json_size_hint(&self) -> usize {
+        1024 + self.len() * 1400
+    }
 }
 
 /// What is known of a server's live state when it is shown.
@@ -428,9 +434,18 @@ impl ServersApi {
     /// All monitored servers with their live status (any role). Never waits on a server: the status
     /// is what this API last learned, refreshed in the background (see `status_checked_at`).
     #[oai(path = "/servers", method = "get")]
-    async fn list(&self, state: Data<&AppState>, _auth: Auth) -> ApiResult<Json<Vec<ServerOut>>> {
-        let rows = servers::list(&state.pool).await?;
+    async fn list(&self, state: Data<&AppState>, _auth: Auth) -> ApiResult<SerdeJson<Vec<ServerOut>>> {
+        let rows = match state.cache.server_list() {
+            Some(rows) => rows,
+            None => {
+                let read_at = state.cache.generation();
+                let rows = Arc::new(servers::list(&state.pool).await?);
+                state.cache.put_server_list(rows.clone(), read_at);
+                rows
+            }
+        };
         let keys = key_infos(&state, &rows).await?;
+        let mut missing = Vec::new();
         let mut seen: Vec<Seen> = rows
             .iter()
             .map(|r| {
@@ -438,6 +453,9 @@ impl ServersApi {
                     return Seen::default();
                 }
                 let k = state.live.known(&state, r);
+                if k.status.is_none() || k.disk.is_none() {
+                    missing.push(r.id);
+                }
                 Seen {
                     status: k.status.map(|(at, v)| (live::wall_clock(at), v)),
                     disk: k.disk.and_then(|(_, d)| (*d).clone()),
@@ -445,28 +463,22 @@ impl ServersApi {
                 }
             })
             .collect();
-        // Servers this API has no answer of yet: the collector's last word.
-        let missing: Vec<i64> = rows
-            .iter()
-            .zip(&seen)
-            .filter(|(r, s)| r.enabled && (s.status.is_none() || s.disk.is_none()))
-            .map(|(r, _)| r.id)
-            .collect();
+        // Servers this API has not asked yet (or not their disk): the collector's last word.
         if !missing.is_empty() {
             let mut last = stats_read::last_seen(&state.pool, &missing).await?;
             for (r, s) in rows.iter().zip(seen.iter_mut()) {
                 s.collector = last.remove(&r.id);
             }
         }
-        Ok(Json(
-            rows.into_iter()
-                .zip(seen)
-                .map(|(r, s)| {
-                    let key = r.ssh_key_id.and_then(|k| keys.get(&k).cloned());
-                    server_out(r, key, s)
-                })
-                .collect(),
-        ))
+        let out: Vec<ServerOut> = rows
+            .iter()
+            .zip(seen)
+            .map(|(r, s)| {
+                let key = r.ssh_key_id.and_then(|k| keys.get(&k).cloned());
+                server_out(r.clone(), key, s)
+            })
+            .collect();
+        SerdeJson::new(&out)
     }
 
     /// One server with its live status (any role); waits at most the connect deadline.

@@ -172,3 +172,45 @@ async fn records_sessions_and_user_changes_with_filters() {
         9
     );
 }
+
+/// Behind a reverse proxy (loopback by default, as the original ran behind nginx), the client is the
+/// one the proxy names; any other peer's forwarded headers are ignored, for the audit and the login
+/// throttle alike.
+#[tokio::test]
+async fn the_client_ip_comes_from_trusted_proxies_only() {
+    for (trusted, expect_forwarded) in [("", true), ("trusted_proxies = [\"10.9.9.0/24\"]", false)] {
+        let (_env, api) = with_users(&format!("{MANY_LOGINS}\n{trusted}")).await;
+        let login = |headers: Vec<(&'static str, &'static str)>| {
+            let mut req = http::client()
+                .post(api.url("/token"))
+                .form(&[("username", "admin"), ("password", PW)]);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            req.send()
+        };
+        login(vec![("x-real-ip", "203.0.113.7")]).await.expect("login");
+        login(vec![("x-forwarded-for", "198.51.100.4, 127.0.0.1")])
+            .await
+            .expect("login");
+        let admin = http::token(&api.base, "admin", PW).await;
+        let (_, page) = call(
+            "GET",
+            &api.url("/audit/sessions?event_type=login_success"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        let ips: Vec<&str> = page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|e| e["ip_address"].as_str())
+            .collect();
+        if expect_forwarded {
+            assert_eq!(ips, ["127.0.0.1", "198.51.100.4", "203.0.113.7"], "{page}");
+        } else {
+            assert_eq!(ips, ["127.0.0.1", "127.0.0.1", "127.0.0.1"], "{page}");
+        }
+    }
+}
