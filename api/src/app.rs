@@ -7,6 +7,7 @@ use crate::routes;
 use crate::state::AppState;
 use anyhow::Context;
 use pgmon_shared::store::chunk_cache::ChunkCache;
+use pgmon_shared::store::system_log::{self, Level, NewEntry};
 use pgmon_shared::{Config, secrets, store};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::middleware::Cors;
@@ -315,6 +316,7 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
         chunks: Arc::new(ChunkCache::new(cfg.api.history_cache_mb as usize * 1024 * 1024)),
         trusted_proxies: Arc::new(cfg.api.trusted_proxy_nets()),
         live: crate::live::LiveStatuses::default(),
+        journal: pgmon_shared::journal::Journal::new(crate::PROCESS, Some(uuid::Uuid::new_v4())),
         cfg: Arc::new(cfg),
         started: Instant::now(),
     })
@@ -340,10 +342,32 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     spawn_housekeeping(state.clone());
     tokio::spawn(state.cache.clone().listen(state.pool.clone()));
-    poem::Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(build_endpoint(state), shutdown, Some(Duration::from_secs(10)))
-        .await?;
+    let journal_stop = tokio_util::sync::CancellationToken::new();
+    let journal = {
+        let (j, pool, stop) = (state.journal.clone(), state.pool.clone(), journal_stop.clone());
+        tokio::spawn(async move { j.run(pool, stop).await })
+    };
+    let log = |msg: &str| {
+        NewEntry::new(Level::Info, system_log::source::SYSTEM, msg).details(format!(
+            "listening on {bound} (pid {}, version {})",
+            std::process::id(),
+            env!("CARGO_PKG_VERSION")
+        ))
+    };
+    state.journal.log(log("api started"));
+    let served = poem::Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(
+            build_endpoint(state.clone()),
+            shutdown,
+            Some(Duration::from_secs(10)),
+        )
+        .await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    state.journal.log(log("api stopped"));
+    state.journal.flush(Duration::from_secs(2)).await;
+    journal_stop.cancel();
+    let _ = journal.await;
+    served?;
     Ok(())
 }
 

@@ -556,7 +556,7 @@ impl Batch {
         let samples = store::stats::insert_stat_database(conn, &self.samples).await?;
         let sizes = store::stats::insert_db_size(conn, &self.sizes).await?;
         let disk = store::stats::insert_disk_usage(conn, &self.disk).await?;
-        let up = store::stats::insert_availability(conn, &self.up).await?;
+        let up = store::stats::insert_availability(conn, &self.up).await?.len() as u64;
         report.samples += samples;
         report.sizes += sizes;
         report.disk += disk;

@@ -14,3 +14,6 @@ pub mod state;
 pub mod store_cache;
 
 pub use cli::{Cli, run};
+
+/// The system log's name for this process.
+pub const PROCESS: &str = "api";

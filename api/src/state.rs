@@ -5,6 +5,7 @@ use crate::auth::password::Hasher;
 use crate::auth::rate_limit::LoginLimiter;
 use pgmon_shared::Config;
 use pgmon_shared::crypto::Crypto;
+use pgmon_shared::settings::Settings;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,4 +28,27 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// What pgmon knows of each server's live status, refreshed in the background.
     pub live: crate::live::LiveStatuses,
+    /// This process's writer of the system log.
+    pub journal: pgmon_shared::journal::Journal,
+}
+
+impl AppState {
+    /// The effective runtime settings: the store's, else (store unreachable) the config file's.
+    pub async fn settings(&self) -> Settings {
+        if let Some(s) = self.cache.settings() {
+            return s;
+        }
+        let read_at = self.cache.generation();
+        let defaults = Settings::defaults(&self.cfg);
+        match pgmon_shared::store::settings::load(&self.pool, defaults).await {
+            Ok((s, _)) => {
+                self.cache.put_settings(s, read_at);
+                s
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the runtime settings; using the config file's");
+                defaults
+            }
+        }
+    }
 }

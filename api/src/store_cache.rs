@@ -3,8 +3,8 @@
 //! trips, two of them for rows that change a few times a day. The same listener keeps whole history
 //! answers current ([`crate::history_cache`]), per server, from `NOTIFY pgmon_stats`.
 //!
-//! Kept correct by `LISTEN`: every change to a user, a token family or a server sends
-//! `NOTIFY pgmon_auth` / `NOTIFY pgmon_servers` in the changing transaction (see
+//! Kept correct by `LISTEN`: every change to a user, a token family, a server or a runtime setting
+//! sends `NOTIFY pgmon_auth` / `pgmon_servers` / `pgmon_settings` in the changing transaction (see
 //! `pgmon_shared::store::{users, tokens, servers}`), and any notification empties both caches. While
 //! the listening connection is down (and until it is back and listening) nothing is served from
 //! them, so a notification lost with the connection cannot leave a stale entry. A value read from the
@@ -14,7 +14,9 @@
 
 use crate::history_cache::{self, HistoryCache};
 use bytes::Bytes;
+use pgmon_shared::settings::Settings;
 use pgmon_shared::store::servers::{NOTIFY_CHANNEL as SERVERS_CHANNEL, ServerRow};
+use pgmon_shared::store::settings::SETTINGS_CHANNEL;
 use pgmon_shared::store::stats::STATS_CHANNEL;
 use pgmon_shared::store::tokens::{AUTH_CHANNEL, AuthState};
 use sqlx::PgPool;
@@ -74,6 +76,8 @@ struct Inner {
     servers: Map<String, ServerRow>,
     /// Every server, as `GET /servers` (polled by every browser) lists them.
     server_list: Map<(), Arc<Vec<ServerRow>>>,
+    /// The effective runtime settings (`NOTIFY pgmon_settings`).
+    settings: Map<(), Settings>,
     history: HistoryCache,
 }
 
@@ -86,6 +90,7 @@ impl StoreCache {
             auth: Map::new(),
             servers: Map::new(),
             server_list: Map::new(),
+            settings: Map::new(),
             history: HistoryCache::new(history_bytes),
         }))
     }
@@ -133,6 +138,16 @@ impl StoreCache {
         }
     }
 
+    pub fn settings(&self) -> Option<Settings> {
+        self.0.settings.get(&(), self.generation()?)
+    }
+
+    pub fn put_settings(&self, s: Settings, read_at: Option<u64>) {
+        if let Some(g) = read_at {
+            self.0.settings.put((), s, g);
+        }
+    }
+
     /// A history answer kept earlier, while the listener runs.
     pub fn history(&self, key: &history_cache::Key) -> Option<Bytes> {
         if !self.listening() {
@@ -177,6 +192,7 @@ impl StoreCache {
         self.0.auth.clear();
         self.0.servers.clear();
         self.0.server_list.clear();
+        self.0.settings.clear();
     }
 
     fn set_listening(&self, on: bool) {
@@ -215,7 +231,7 @@ impl StoreCache {
     async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
         let mut listener = PgListener::connect_with(pool).await?;
         listener
-            .listen_all([AUTH_CHANNEL, SERVERS_CHANNEL, STATS_CHANNEL])
+            .listen_all([AUTH_CHANNEL, SERVERS_CHANNEL, STATS_CHANNEL, SETTINGS_CHANNEL])
             .await?;
         Ok(listener)
     }

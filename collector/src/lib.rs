@@ -13,6 +13,8 @@ pub mod writer;
 
 use anyhow::Context as _;
 use pgmon_shared::crypto::Crypto;
+use pgmon_shared::journal::Journal;
+use pgmon_shared::settings::Settings;
 use pgmon_shared::{Config, secrets, store};
 use sqlx::PgPool;
 use std::path::PathBuf;
@@ -20,6 +22,9 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 pub use tasks::Task;
+
+/// The system log's name for this process.
+pub const PROCESS: &str = "collector";
 
 /// `application_name` of every session the collector opens, on the store and on monitored servers.
 pub const APP_NAME: &str = "pgmon-collector";
@@ -89,6 +94,10 @@ pub struct Ctx {
     pub rollup_lock: tokio::sync::Mutex<()>,
     /// Per task (by [`Task::index`]), the Unix time its current run started, 0 when idle.
     pub busy_since: [std::sync::atomic::AtomicI64; 4],
+    /// The system log's writer.
+    pub journal: Journal,
+    /// The effective runtime settings; task loops watch it to reschedule.
+    pub settings: tokio::sync::watch::Sender<Settings>,
 }
 
 impl Ctx {
@@ -97,16 +106,47 @@ impl Ctx {
         // Server passwords are Fernet tokens: the collector needs the same key file as the API.
         let crypto = secrets::load_crypto(&cfg)?;
         let writer = Arc::new(writer::Writer::new(cfg.collector.buffer_max_rows));
+        let instance = Uuid::new_v4();
+        let (settings, _) = tokio::sync::watch::channel(Settings::defaults(&cfg));
         Ok(Self {
             cfg,
             pool,
             crypto,
-            instance: Uuid::new_v4(),
+            instance,
             writer,
             servers: servers::Registry::default(),
             rollup_lock: tokio::sync::Mutex::new(()),
             busy_since: Default::default(),
+            journal: Journal::new(PROCESS, Some(instance)),
+            settings,
         })
+    }
+
+    /// The effective runtime settings as last read.
+    pub fn settings(&self) -> Settings {
+        *self.settings.borrow()
+    }
+}
+
+/// Re-reads the runtime settings from the store; when it cannot, the last ones read stay in force.
+/// Task loops are told when a value changed.
+pub async fn load_settings(ctx: &Ctx) -> Settings {
+    match store::settings::load(&ctx.pool, Settings::defaults(&ctx.cfg)).await {
+        Ok((s, _)) => {
+            ctx.settings.send_if_modified(|cur| {
+                let changed = *cur != s;
+                if changed {
+                    tracing::info!(changes = %s.changes_from(cur), "runtime settings changed");
+                }
+                *cur = s;
+                changed
+            });
+            s
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the runtime settings; keeping the last ones");
+            ctx.settings()
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 use crate::Ctx;
 use crate::tasks::{self, Summary, Task};
 use chrono::Utc;
+use pgmon_shared::store::system_log::{self, Level, NewEntry};
 use pgmon_shared::store::{self, collectors};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -62,12 +63,15 @@ async fn reload(ctx: &Ctx) -> Vec<i64> {
     }
 }
 
-async fn record(ctx: &Ctx, summary: &Summary) {
+async fn record(ctx: &Ctx, task: Task, summary: &Summary) {
     let level_ok = summary.error.is_none();
     if level_ok {
         tracing::info!("{}", summary.line());
     } else {
         tracing::warn!("{}", summary.line());
+    }
+    if let Some(entry) = summary.log_entry(task) {
+        ctx.journal.queue(entry);
     }
     if let Err(e) = collectors::record_task(&ctx.pool, ctx.instance, summary.task, summary.to_json()).await {
         tracing::debug!(error = %e, "cannot record the task outcome");
@@ -79,9 +83,14 @@ pub async fn once(ctx: Arc<Ctx>, tasks: &[Task], rollups: bool) -> anyhow::Resul
     let stop = CancellationToken::new();
     let writer = {
         let (ctx, stop) = (ctx.clone(), stop.clone());
-        tokio::spawn(async move { ctx.writer.run(&ctx.pool, stop).await })
+        tokio::spawn(async move { ctx.writer.run(&ctx.pool, &ctx.journal, ctx.instance, stop).await })
+    };
+    let journal = {
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        tokio::spawn(async move { ctx.journal.run(ctx.pool.clone(), stop).await })
     };
     register(&ctx).await;
+    crate::load_settings(&ctx).await;
     if tasks.iter().any(|t| *t != Task::Maintenance) {
         reload(&ctx).await;
         if !ctx.servers.is_loaded() {
@@ -91,18 +100,20 @@ pub async fn once(ctx: Arc<Ctx>, tasks: &[Task], rollups: bool) -> anyhow::Resul
     let mut parts = Vec::new();
     let mut failed = false;
     for &task in tasks {
-        let slot = tasks::slot_of(Utc::now(), task.interval(&ctx.cfg.collector));
+        let slot = tasks::slot_of(Utc::now(), task.interval(&ctx));
         let summary = tasks::run(&ctx, task, slot, None, &stop).await;
         failed |= summary.error.is_some();
-        record(&ctx, &summary).await;
+        record(&ctx, task, &summary).await;
         parts.push(summary);
     }
     let flushed = ctx.writer.flush(Duration::from_secs(30)).await;
     if rollups && flushed && tasks.contains(&Task::Stats) {
         crate::writer::refresh_rollups(&ctx.pool).await;
     }
+    ctx.journal.flush(Duration::from_secs(5)).await;
     stop.cancel();
     let _ = writer.await;
+    let _ = journal.await;
     let w = ctx.writer.stats();
     if let Err(e) = collectors::mark_stopped(&ctx.pool, ctx.instance).await {
         tracing::debug!(error = %e, "cannot mark the instance stopped");
@@ -161,13 +172,18 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     }
     let mut registered = register(&ctx).await;
     reload(&ctx).await;
+    crate::load_settings(&ctx).await;
 
     let stop = CancellationToken::new();
     let writer_stop = CancellationToken::new();
     let loops = TaskTracker::new();
     let writer = {
         let (ctx, stop) = (ctx.clone(), writer_stop.clone());
-        tokio::spawn(async move { ctx.writer.run(&ctx.pool, stop).await })
+        tokio::spawn(async move { ctx.writer.run(&ctx.pool, &ctx.journal, ctx.instance, stop).await })
+    };
+    let journal = {
+        let (ctx, stop) = (ctx.clone(), writer_stop.clone());
+        tokio::spawn(async move { ctx.journal.run(ctx.pool.clone(), stop).await })
     };
     let mut kicks = Vec::new();
     for task in Task::ALL {
@@ -176,11 +192,25 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         loops.spawn(task_loop(ctx.clone(), task, rx, stop.clone()));
     }
     loops.close();
-    let (notify_tx, mut notify_rx) = mpsc::unbounded_channel::<String>();
+    let (notify_tx, mut notify_rx) = mpsc::unbounded_channel::<Notice>();
     let listener = tokio::spawn(listen(ctx.clone(), notify_tx, stop.clone()));
 
     println!("pgmon-collector running instance={}", ctx.instance);
-    tracing::info!(instance = %ctx.instance, servers = ctx.servers.list().len(), "collector started");
+    let s = ctx.settings();
+    ctx.journal.log(
+        NewEntry::new(Level::Info, system_log::source::SYSTEM, "collector started").details(format!(
+            "instance {} on {} (pid {}, version {}); {} servers; intervals: statistics {} s, sizes {} s, \
+             database list {} s",
+            ctx.instance,
+            hostname(),
+            std::process::id(),
+            env!("CARGO_PKG_VERSION"),
+            ctx.servers.list().len(),
+            s.collect_interval().as_secs(),
+            s.size_update_interval().as_secs(),
+            s.db_check_interval().as_secs(),
+        )),
+    );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let watchdog = sd_notify::watchdog_enabled();
     let mut watchdog_tick = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |d| d / 2));
@@ -208,12 +238,28 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
                 };
                 continue;
             }
-            _ = reload_tick.tick() => reload(&ctx).await,
-            Some(name) = notify_rx.recv() => {
-                tracing::info!(server = %name, "servers changed; reloading");
-                // Coalesce a burst of notifications into one reload.
-                while notify_rx.try_recv().is_ok() {}
+            _ = reload_tick.tick() => {
+                // Settings too, in case a notification was lost with a connection.
+                crate::load_settings(&ctx).await;
                 reload(&ctx).await
+            }
+            Some(notice) = notify_rx.recv() => {
+                // Coalesce a burst of notifications into one reload of each kind.
+                let mut notices = vec![notice];
+                while let Ok(n) = notify_rx.try_recv() {
+                    notices.push(n);
+                }
+                if notices.iter().any(|n| matches!(n, Notice::Settings | Notice::Connected)) {
+                    crate::load_settings(&ctx).await;
+                }
+                match notices.iter().find(|n| !matches!(n, Notice::Settings)) {
+                    Some(Notice::Servers(name)) => {
+                        tracing::info!(server = %name, "servers changed; reloading");
+                        reload(&ctx).await
+                    }
+                    Some(_) => reload(&ctx).await,
+                    None => continue,
+                }
             }
         };
         if !changed.is_empty() {
@@ -245,16 +291,23 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
             "stopping with snapshots that could not be written"
         );
     }
+    ctx.journal.log(
+        NewEntry::new(Level::Info, system_log::source::SYSTEM, "collector stopped").details(format!(
+            "instance {}; rows written {}, dropped {}, not written {}",
+            ctx.instance, w.written_rows, w.dropped_rows, w.pending_rows
+        )),
+    );
+    let _ = tokio::time::timeout(
+        Duration::from_millis(700),
+        ctx.journal.flush(Duration::from_millis(600)),
+    )
+    .await;
+    journal.abort();
     let _ = tokio::time::timeout(
         Duration::from_millis(500),
         collectors::mark_stopped(&ctx.pool, ctx.instance),
     )
     .await;
-    tracing::info!(
-        written_rows = w.written_rows,
-        dropped_rows = w.dropped_rows,
-        "collector stopped"
-    );
     Ok(())
 }
 
@@ -264,7 +317,7 @@ fn tasks_alive(ctx: &Ctx) -> bool {
     let now = Utc::now().timestamp();
     Task::ALL.iter().all(|t| {
         let since = ctx.busy_since[t.index()].load(Ordering::Relaxed);
-        let limit = 2 * i64::try_from(t.interval(&ctx.cfg.collector).as_secs()).unwrap_or(i64::MAX / 4) + 600;
+        let limit = 2 * i64::try_from(t.interval(ctx).as_secs()).unwrap_or(i64::MAX / 4) + 600;
         let stuck = since != 0 && now - since > limit;
         if stuck {
             tracing::error!(
@@ -277,20 +330,28 @@ fn tasks_alive(ctx: &Ctx) -> bool {
     })
 }
 
+/// The next slot boundary of `every` after now, as a tokio ticker.
+fn ticker_for(every: Duration) -> tokio::time::Interval {
+    let now = Utc::now();
+    let next = tasks::slot_of(now, every) + chrono::Duration::from_std(every).unwrap_or_default();
+    let wait = (next - now).to_std().unwrap_or_default();
+    let mut ticker = tokio::time::interval_at(Instant::now() + wait, every);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    ticker
+}
+
 /// One task's schedule: a run at start, then one per slot boundary; changed servers are collected
-/// at once for the current slot.
+/// at once for the current slot. A new interval (a runtime setting) reschedules the next run to the
+/// new interval's next boundary at once: a shorter interval never waits out the old one.
 async fn task_loop(
     ctx: Arc<Ctx>,
     task: Task,
     mut kicks: mpsc::UnboundedReceiver<Vec<i64>>,
     stop: CancellationToken,
 ) {
-    let every = task.interval(&ctx.cfg.collector);
-    let now = Utc::now();
-    let next = tasks::slot_of(now, every) + chrono::Duration::from_std(every).unwrap_or_default();
-    let wait = (next - now).to_std().unwrap_or_default();
-    let mut ticker = tokio::time::interval_at(Instant::now() + wait, every);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut settings = ctx.settings.subscribe();
+    let mut every = task.interval(&ctx);
+    let mut ticker = ticker_for(every);
     let mut only: Option<HashSet<i64>> = None;
     let mut first = true;
     loop {
@@ -298,6 +359,20 @@ async fn task_loop(
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = ticker.tick() => only = None,
+                Ok(()) = settings.changed() => {
+                    let now_every = task.interval(&ctx);
+                    if now_every != every {
+                        tracing::info!(
+                            task = task.as_str(),
+                            from_secs = every.as_secs(),
+                            to_secs = now_every.as_secs(),
+                            "interval changed; rescheduled"
+                        );
+                        every = now_every;
+                        ticker = ticker_for(every);
+                    }
+                    continue;
+                }
                 Some(ids) = kicks.recv() => {
                     let mut set: HashSet<i64> = ids.into_iter().collect();
                     while let Ok(more) = kicks.try_recv() {
@@ -317,7 +392,7 @@ async fn task_loop(
         let summary = tasks::run(&ctx, task, slot, only.as_ref(), &stop).await;
         busy.store(0, Ordering::Relaxed);
         if only.is_none() || summary.servers > 0 {
-            record(&ctx, &summary).await;
+            record(&ctx, task, &summary).await;
         }
         if task == Task::Stats && summary.rows > 0 {
             // Once this slot is in the store, fold it into the rollups the read API serves.
@@ -334,9 +409,19 @@ async fn task_loop(
     }
 }
 
-/// Forwards `NOTIFY pgmon_servers` payloads; reconnects after the store comes back.
-async fn listen(ctx: Arc<Ctx>, tx: mpsc::UnboundedSender<String>, stop: CancellationToken) {
-    let channel = store::servers::NOTIFY_CHANNEL;
+/// What the store told the collector.
+#[derive(Debug)]
+enum Notice {
+    /// A server changed (the payload, cut short).
+    Servers(String),
+    Settings,
+    /// The listener (re)connected: changes made meanwhile went unheard.
+    Connected,
+}
+
+/// Forwards `NOTIFY pgmon_servers` and `pgmon_settings`; reconnects after the store comes back.
+async fn listen(ctx: Arc<Ctx>, tx: mpsc::UnboundedSender<Notice>, stop: CancellationToken) {
+    let channels = [store::servers::NOTIFY_CHANNEL, store::settings::SETTINGS_CHANNEL];
     let mut delay = Duration::from_secs(1);
     while !stop.is_cancelled() {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&ctx.pool).await {
@@ -348,18 +433,20 @@ async fn listen(ctx: Arc<Ctx>, tx: mpsc::UnboundedSender<String>, stop: Cancella
                 continue;
             }
         };
-        if let Err(e) = listener.listen(channel).await {
+        if let Err(e) = listener.listen_all(channels).await {
             tracing::debug!(error = %e, "LISTEN failed");
             tokio::time::sleep(delay).await;
             continue;
         }
         delay = Duration::from_secs(1);
-        // A reload after (re)connecting catches changes made while nobody listened.
-        let _ = tx.send(String::from("(listener connected)"));
+        let _ = tx.send(Notice::Connected);
         loop {
             match listener.recv().await {
+                Ok(n) if n.channel() == store::settings::SETTINGS_CHANNEL => {
+                    let _ = tx.send(Notice::Settings);
+                }
                 Ok(n) => {
-                    let _ = tx.send(n.payload().chars().take(200).collect());
+                    let _ = tx.send(Notice::Servers(n.payload().chars().take(200).collect()));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "LISTEN connection lost");

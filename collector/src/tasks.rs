@@ -13,6 +13,7 @@ use futures::StreamExt;
 use pgmon_shared::remote::{self, RemoteError, SessionOpts};
 use pgmon_shared::ssh;
 use pgmon_shared::store::stats::{AvailabilityRow, DbSizeRow, DiskUsageRow};
+use pgmon_shared::store::system_log::{self, Level, NewEntry};
 use pgmon_shared::store::{self, StoreError, collectors};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
 /// The overall deadline of one SSH disk-usage call.
 const SSH_DEADLINE: Duration = Duration::from_secs(15);
+/// System-log entries per server and hour about its SSH failures (per level).
+const SSH_LOGS_PER_HOUR: u32 = 2;
 /// Pseudo server id of the maintenance claim: one collector runs maintenance per slot.
 const MAINTENANCE_CLAIM_ID: i64 = 0;
 
@@ -57,13 +60,36 @@ impl Task {
         }
     }
 
-    pub fn interval(self, cfg: &pgmon_shared::config::CollectorConfig) -> Duration {
-        Duration::from_secs(match self {
-            Task::Stats => cfg.collect_interval_secs,
-            Task::Sizes => cfg.size_update_interval_secs,
-            Task::DbInfo => cfg.db_check_interval_secs,
-            Task::Maintenance => cfg.maintenance_interval_secs,
-        })
+    /// The task's interval now: the runtime setting for the three collecting tasks, the config
+    /// file's for maintenance.
+    pub fn interval(self, ctx: &Ctx) -> Duration {
+        let s = ctx.settings();
+        match self {
+            Task::Stats => s.collect_interval(),
+            Task::Sizes => s.size_update_interval(),
+            Task::DbInfo => s.db_check_interval(),
+            Task::Maintenance => Duration::from_secs(ctx.cfg.collector.maintenance_interval_secs.max(1)),
+        }
+    }
+
+    /// Where the system log files this task's entries (the original's sources).
+    pub fn log_source(self) -> &'static str {
+        match self {
+            Task::Stats => system_log::source::COLLECTOR_STATS,
+            Task::Sizes => system_log::source::COLLECTOR_SIZES,
+            Task::DbInfo => system_log::source::COLLECTOR_DB_INFO,
+            Task::Maintenance => system_log::source::MAINTENANCE,
+        }
+    }
+
+    /// How an entry of this task names it.
+    fn title(self) -> &'static str {
+        match self {
+            Task::Stats => "statistics",
+            Task::Sizes => "sizes",
+            Task::DbInfo => "database list",
+            Task::Maintenance => "maintenance",
+        }
     }
 
     /// The session limits on monitored servers; sizes get their own, longer statement timeout.
@@ -98,6 +124,12 @@ pub struct Summary {
     pub duration_ms: u128,
     /// Set when the run itself failed (not a single server).
     pub error: Option<String>,
+    /// The servers that failed, by name, and why.
+    #[serde(skip)]
+    pub failures: Vec<(String, String)>,
+    /// What maintenance did, in words (for the system log).
+    #[serde(skip)]
+    pub note: Option<String>,
 }
 
 impl Summary {
@@ -124,6 +156,50 @@ impl Summary {
             "duration_ms": self.duration_ms,
             "error": self.error,
         })
+    }
+
+    /// The run's system-log entry: info with the counts, or error naming the failing servers.
+    /// `None` for a run that collected nothing here (another collector had every server).
+    pub fn log_entry(&self, task: Task) -> Option<NewEntry> {
+        let secs = self.duration_ms as f64 / 1000.0;
+        if let Some(e) = &self.error {
+            return Some(
+                NewEntry::new(
+                    Level::Error,
+                    task.log_source(),
+                    format!("{} failed", task.title()),
+                )
+                .details(e.clone()),
+            );
+        }
+        if task == Task::Maintenance {
+            let note = self.note.clone()?;
+            return Some(NewEntry::new(Level::Info, task.log_source(), "maintenance done").details(note));
+        }
+        if self.servers == 0 {
+            return None;
+        }
+        if self.failures.is_empty() && self.down == 0 {
+            let msg = format!(
+                "{}: {} servers OK ({} rows, {secs:.1} s)",
+                task.title(),
+                self.up,
+                self.rows
+            );
+            return Some(NewEntry::new(Level::Info, task.log_source(), msg));
+        }
+        let failed = self.failures.len().max(self.down);
+        let msg = format!("{}: {failed} of {} servers failed", task.title(), self.servers);
+        let mut names: Vec<String> = self
+            .failures
+            .iter()
+            .take(100)
+            .map(|(n, why)| format!("{n}: {why}"))
+            .collect();
+        if self.failures.len() > 100 {
+            names.push(format!("and {} more", self.failures.len() - 100));
+        }
+        Some(NewEntry::new(Level::Error, task.log_source(), msg).details(names.join("; ")))
     }
 
     pub fn line(&self) -> String {
@@ -164,9 +240,10 @@ pub async fn run(
     };
     if task == Task::Maintenance {
         match maintenance(ctx, slot).await {
-            Ok(Some(n)) => {
+            Ok(Some((n, note))) => {
                 summary.servers = 1;
                 summary.rows = n;
+                summary.note = Some(note);
             }
             Ok(None) => summary.skipped = 1,
             Err(e) => summary.error = Some(e.to_string()),
@@ -204,20 +281,28 @@ pub async fn run(
     summary.servers = mine.len();
     let up = AtomicUsize::new(0);
     let rows = AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
     let opts = task.session(&ctx.cfg.collector);
     futures::stream::iter(mine)
         .take_until(stop.cancelled())
         .for_each_concurrent(ctx.cfg.collector.concurrency, |server| {
-            let (up, rows) = (&up, &rows);
+            let (up, rows, failures) = (&up, &rows, &failures);
             async move {
-                let (batch, ok) = match task {
+                let (batch, outcome) = match task {
                     Task::Stats => stats(ctx, &server, slot, &opts).await,
                     Task::Sizes => sizes(ctx, &server, slot, &opts).await,
                     Task::DbInfo => db_info(ctx, &server, &opts).await,
-                    Task::Maintenance => (None, true),
+                    Task::Maintenance => (None, Ok(())),
                 };
-                if ok {
-                    up.fetch_add(1, Ordering::Relaxed);
+                match outcome {
+                    Ok(()) => {
+                        up.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(why) => {
+                        if let Ok(mut f) = failures.lock() {
+                            f.push((server.row.name.clone(), why));
+                        }
+                    }
                 }
                 if let Some(b) = batch {
                     rows.fetch_add(b.rows(), Ordering::Relaxed);
@@ -228,6 +313,8 @@ pub async fn run(
         .await;
     summary.up = up.into_inner();
     summary.down = summary.servers.saturating_sub(summary.up);
+    summary.failures = failures.into_inner().unwrap_or_default();
+    summary.failures.sort();
     summary.rows = rows.into_inner();
     summary.duration_ms = started.elapsed().as_millis();
     summary
@@ -257,9 +344,18 @@ async fn connect(
     }
 }
 
+fn reason(e: &RemoteError) -> String {
+    format!("{}: {}", e.class.as_str(), e.message)
+}
+
 /// The stats snapshot and the availability sample; a server that does not answer still gets its
 /// "down" sample.
-async fn stats(ctx: &Ctx, server: &Server, slot: DateTime<Utc>, opts: &SessionOpts) -> (Option<Batch>, bool) {
+async fn stats(
+    ctx: &Ctx,
+    server: &Server,
+    slot: DateTime<Utc>,
+    opts: &SessionOpts,
+) -> (Option<Batch>, Result<(), String>) {
     let sample = |up: bool, latency: Option<f64>, e: Option<&RemoteError>| AvailabilityRow {
         server_id: server.id(),
         slot,
@@ -276,7 +372,7 @@ async fn stats(ctx: &Ctx, server: &Server, slot: DateTime<Utc>, opts: &SessionOp
                 availability: sample(false, None, Some(&e)),
                 rows: Vec::new(),
             };
-            return (Some(b), false);
+            return (Some(b), Err(reason(&e)));
         }
     };
     match queries::stat_database(&client, opts, server.id(), slot).await {
@@ -285,7 +381,7 @@ async fn stats(ctx: &Ctx, server: &Server, slot: DateTime<Utc>, opts: &SessionOp
                 availability: sample(true, Some(latency), None),
                 rows,
             };
-            (Some(b), true)
+            (Some(b), Ok(()))
         }
         Err(e) => {
             tracing::warn!(server = %server.row.name, error = %e, "reading pg_stat_database failed");
@@ -293,14 +389,19 @@ async fn stats(ctx: &Ctx, server: &Server, slot: DateTime<Utc>, opts: &SessionOp
                 availability: sample(false, Some(latency), Some(&e)),
                 rows: Vec::new(),
             };
-            (Some(b), false)
+            (Some(b), Err(reason(&e)))
         }
     }
 }
 
-async fn sizes(ctx: &Ctx, server: &Server, slot: DateTime<Utc>, opts: &SessionOpts) -> (Option<Batch>, bool) {
+async fn sizes(
+    ctx: &Ctx,
+    server: &Server,
+    slot: DateTime<Utc>,
+    opts: &SessionOpts,
+) -> (Option<Batch>, Result<(), String>) {
     let mut rows = Vec::new();
-    let mut ok = true;
+    let mut problems = Vec::new();
     match connect(ctx, server, opts).await {
         Ok((client, _)) => match queries::sizable_databases(&client, opts).await {
             Ok(dbs) => {
@@ -315,47 +416,65 @@ async fn sizes(ctx: &Ctx, server: &Server, slot: DateTime<Utc>, opts: &SessionOp
                         }),
                         Err(e) => {
                             tracing::warn!(server = %server.row.name, database = %name, error = %e, "pg_database_size failed");
+                            problems.push(format!("size of {name:?}: {}", reason(&e)));
                         }
                     }
                 }
             }
             Err(e) => {
-                ok = false;
                 tracing::warn!(server = %server.row.name, error = %e, "listing databases failed");
+                problems.push(reason(&e));
             }
         },
         Err(e) => {
-            ok = false;
             tracing::debug!(server = %server.row.name, error = %e, "sizes: server not reachable");
+            problems.push(reason(&e));
         }
     }
-    let disk = disk_usage(ctx, server, slot).await;
+    let disk = match disk_usage(ctx, server, slot).await {
+        Ok(d) => d,
+        Err(why) => {
+            problems.push(why);
+            None
+        }
+    };
+    let outcome = if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join(", "))
+    };
     if rows.is_empty() && disk.is_none() {
-        return (None, ok);
+        return (None, outcome);
     }
-    (Some(Batch::Sizes { rows, disk }), ok)
+    (Some(Batch::Sizes { rows, disk }), outcome)
 }
 
 /// Disk usage of the server's data directory over SSH, with the host key pinned on first use.
-async fn disk_usage(ctx: &Ctx, server: &Server, slot: DateTime<Utc>) -> Option<DiskUsageRow> {
-    server.row.ssh_data_path.as_deref().filter(|p| !p.is_empty())?;
+/// `Ok(None)` when the server has no SSH settings (or the store cannot say).
+async fn disk_usage(ctx: &Ctx, server: &Server, slot: DateTime<Utc>) -> Result<Option<DiskUsageRow>, String> {
+    if server.row.ssh_data_path.as_deref().is_none_or(str::is_empty) {
+        return Ok(None);
+    }
     // The pinned host key is read fresh: a cached row could still say "nothing pinned" and let any
     // key through (with the credentials) after another run pinned one. No store, no SSH.
     let row = match store::servers::get_by_id(&ctx.pool, server.id()).await {
         Ok(Some(row)) if row.enabled => row,
-        Ok(_) => return None,
+        Ok(_) => return Ok(None),
         Err(e) => {
             tracing::debug!(server = %server.row.name, error = %e, "store unreachable; skipping SSH");
-            return None;
+            return Ok(None);
         }
     };
-    let data_path = row.ssh_data_path.as_deref().filter(|p| !p.is_empty())?;
+    let Some(data_path) = row.ssh_data_path.as_deref().filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
     let target = match store::servers::ssh_target(&ctx.pool, &ctx.crypto, &row).await {
         Ok(Some(t)) => t,
-        Ok(None) => return None,
+        Ok(None) => return Ok(None),
         Err(e) => {
-            tracing::warn!(server = %server.row.name, error = %e, "cannot build the SSH target");
-            return None;
+            let why = format!("ssh: cannot build the SSH target: {e}");
+            ssh_problem(ctx, server, Level::Error, &why);
+            return Err(why);
         }
     };
     match ssh::disk_usage(&target, data_path, SSH_DEADLINE).await {
@@ -367,16 +486,16 @@ async fn disk_usage(ctx: &Ctx, server: &Server, slot: DateTime<Utc>) -> Option<D
                     }
                     Ok(false) => {
                         tracing::warn!(server = %server.row.name, "another SSH host key was pinned meanwhile; discarding the measurement");
-                        return None;
+                        return Ok(None);
                     }
                     Err(e) => {
                         tracing::warn!(server = %server.row.name, error = %e, "cannot pin the SSH host key");
-                        return None;
+                        return Ok(None);
                     }
                 }
             }
             let v = out.value;
-            Some(DiskUsageRow {
+            Ok(Some(DiskUsageRow {
                 server_id: server.id(),
                 slot,
                 collected_at: Utc::now(),
@@ -384,19 +503,42 @@ async fn disk_usage(ctx: &Ctx, server: &Server, slot: DateTime<Utc>) -> Option<D
                 total_bytes: i64::try_from(v.total_bytes).unwrap_or(i64::MAX),
                 used_bytes: i64::try_from(v.used_bytes).unwrap_or(i64::MAX),
                 available_bytes: i64::try_from(v.available_bytes).unwrap_or(i64::MAX),
-            })
+            }))
         }
         Err(e) => {
-            tracing::warn!(server = %server.row.name, class = e.class.as_str(), error = %e, "SSH disk usage failed");
-            None
+            let why = format!("ssh: {e}");
+            let level = if e.class == ssh::SshErrorClass::HostKeyMismatch {
+                Level::Error
+            } else {
+                Level::Warning
+            };
+            ssh_problem(ctx, server, level, &why);
+            Err(why)
         }
     }
 }
 
-async fn db_info(ctx: &Ctx, server: &Server, opts: &SessionOpts) -> (Option<Batch>, bool) {
+/// An SSH failure in the system log: a few an hour per server, so an unreachable host every
+/// cycle does not fill it.
+fn ssh_problem(ctx: &Ctx, server: &Server, level: Level, why: &str) {
+    let entry = NewEntry::new(
+        level,
+        system_log::source::COLLECTOR_SIZES,
+        format!("SSH to server {} failed", server.row.name),
+    )
+    .details(why)
+    .server(server.id());
+    ctx.journal.log_limited(
+        &format!("ssh:{}:{level:?}", server.id()),
+        SSH_LOGS_PER_HOUR,
+        entry,
+    );
+}
+
+async fn db_info(ctx: &Ctx, server: &Server, opts: &SessionOpts) -> (Option<Batch>, Result<(), String>) {
     let (client, _) = match connect(ctx, server, opts).await {
         Ok(c) => c,
-        Err(_) => return (None, false),
+        Err(e) => return (None, Err(reason(&e))),
     };
     match queries::databases(&client, opts).await {
         Ok(dbs) => {
@@ -405,17 +547,18 @@ async fn db_info(ctx: &Ctx, server: &Server, opts: &SessionOpts) -> (Option<Batc
                 seen_at: Utc::now(),
                 dbs,
             };
-            (Some(b), true)
+            (Some(b), Ok(()))
         }
         Err(e) => {
             tracing::warn!(server = %server.row.name, error = %e, "listing databases failed");
-            (None, false)
+            (None, Err(reason(&e)))
         }
     }
 }
 
-/// Partitions ahead, retention, audit and token purges. `None` when another collector has the slot.
-async fn maintenance(ctx: &Ctx, slot: DateTime<Utc>) -> Result<Option<usize>, StoreError> {
+/// Partitions ahead, retention (stats, audit, system log, by the runtime settings), token and claim
+/// purges. `None` when another collector has the slot; else what was touched, counted and in words.
+async fn maintenance(ctx: &Ctx, slot: DateTime<Utc>) -> Result<Option<(usize, String)>, StoreError> {
     let claimed = collectors::claim(
         &ctx.pool,
         ctx.instance,
@@ -428,6 +571,8 @@ async fn maintenance(ctx: &Ctx, slot: DateTime<Utc>) -> Result<Option<usize>, St
     if claimed.is_empty() {
         return Ok(None);
     }
+    // Retention settings an admin changed since the last NOTIFY reached us apply now.
+    let settings = crate::load_settings(ctx).await;
     let now = Utc::now();
     let month = |m: u32, forward: bool| {
         if forward {
@@ -439,23 +584,23 @@ async fn maintenance(ctx: &Ctx, slot: DateTime<Utc>) -> Result<Option<usize>, St
     };
     let created = store::stats::ensure_partitions(&ctx.pool, now, month(2, true)).await?;
     // Partitions are months: keep the current one and `retention_months` whole months before it.
-    let cutoff = month_start(month(ctx.cfg.collector.retention_months, false));
+    let cutoff = month_start(month(settings.retention_months(), false));
     let dropped = store::stats::drop_partitions_before(&ctx.pool, cutoff).await?;
-    let audit = store::audit::purge_older_than(&ctx.pool, ctx.cfg.api.audit_retention_days).await?;
+    let audit = store::audit::purge_older_than(&ctx.pool, settings.audit_retention_days()).await?;
+    let logs = system_log::purge_older_than(&ctx.pool, settings.logs_retention_days()).await?;
     let tokens = store::tokens::purge_expired(&ctx.pool).await?;
     let claims = collectors::purge_before(&ctx.pool, now - chrono::Duration::days(2)).await?;
     crate::writer::refresh_rollups(&ctx.pool).await;
-    tracing::info!(
-        partitions_created = created,
-        partitions_dropped = dropped,
-        audit_purged = audit,
-        tokens_purged = tokens,
-        claims_purged = claims,
-        "maintenance done"
+    let note = format!(
+        "partitions created {created}, dropped {dropped} (before {}); audit events purged {audit} (older than {} days); \
+         log entries purged {logs} (older than {} days); expired tokens purged {tokens}; claims purged {claims}",
+        cutoff.format("%Y-%m-%d"),
+        settings.audit_retention_days(),
+        settings.logs_retention_days(),
     );
     let touched = usize::try_from(created + dropped).unwrap_or(0)
-        + usize::try_from(audit + tokens + claims).unwrap_or(usize::MAX);
-    Ok(Some(touched))
+        + usize::try_from(audit + logs + tokens + claims).unwrap_or(usize::MAX);
+    Ok(Some((touched, note)))
 }
 
 fn month_start(t: DateTime<Utc>) -> DateTime<Utc> {

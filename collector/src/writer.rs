@@ -7,15 +7,18 @@
 //! one bad batch never blocks the others.
 
 use chrono::{DateTime, Utc};
+use pgmon_shared::journal::Journal;
 use pgmon_shared::store::collectors::{self, DatabaseInfo};
 use pgmon_shared::store::stats::{self, AvailabilityRow, DbSizeRow, DiskUsageRow, StatDatabaseRow};
+use pgmon_shared::store::system_log::{self, Level, NewEntry};
 use pgmon_shared::store::{StoreError, rollups};
 use sqlx::PgPool;
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// Rows written per transaction at most (a batch is never split).
 const GROUP_ROWS: usize = 10_000;
@@ -180,10 +183,12 @@ impl Writer {
         }
     }
 
-    /// Writes queued snapshots until `stop` is cancelled (the caller bounds the final flush).
-    pub async fn run(&self, pool: &PgPool, stop: CancellationToken) {
+    /// Writes queued snapshots until `stop` is cancelled (the caller bounds the final flush). An
+    /// outage of the store ends with one system-log entry saying how long it lasted and what was
+    /// buffered and dropped.
+    pub async fn run(&self, pool: &PgPool, journal: &Journal, instance: Uuid, stop: CancellationToken) {
         let mut retry = Duration::from_millis(500);
-        let mut down_since: Option<Instant> = None;
+        let mut down_since: Option<(Instant, DateTime<Utc>, u64)> = None;
         let mut attempts = 0u32;
         loop {
             let group = self.take_group();
@@ -194,12 +199,29 @@ impl Writer {
                 }
             }
             let rows: usize = group.iter().map(Batch::rows).sum();
-            match write_group(pool, &group).await {
+            match write_group(pool, &group, instance).await {
                 Ok(()) => {
-                    if let Some(since) = down_since.take() {
+                    if let Some((since, at, dropped_before)) = down_since.take() {
                         tracing::info!(
                             down_secs = since.elapsed().as_secs(),
                             "store reachable again; writing buffered snapshots"
+                        );
+                        let st = self.stats();
+                        let dropped = st.dropped_rows - dropped_before;
+                        let level = if dropped > 0 { Level::Error } else { Level::Warning };
+                        journal.queue(
+                            NewEntry::new(
+                                level,
+                                system_log::source::SYSTEM,
+                                format!("the store was unreachable for {} s", since.elapsed().as_secs()),
+                            )
+                            .details(format!(
+                                "from {}; {} rows were buffered in memory and are being written; \
+                                 {dropped} rows were dropped (collector.buffer_max_rows = {})",
+                                at.to_rfc3339(),
+                                st.pending_rows,
+                                self.max_rows
+                            )),
                         );
                     }
                     retry = Duration::from_millis(500);
@@ -221,7 +243,7 @@ impl Writer {
                 }
                 Err(StoreError::Unavailable(msg)) => {
                     if down_since.is_none() {
-                        down_since = Some(Instant::now());
+                        down_since = Some((Instant::now(), Utc::now(), self.stats().dropped_rows));
                         tracing::warn!(error = %msg, "store unreachable: buffering snapshots in memory");
                     }
                     self.requeue(group);
@@ -244,7 +266,7 @@ impl Writer {
                     tracing::warn!(error = %e, "writing snapshots failed again; writing them one by one");
                     let (mut written, mut dropped) = (0, 0);
                     for b in group {
-                        match write_group(pool, std::slice::from_ref(&b)).await {
+                        match write_group(pool, std::slice::from_ref(&b), instance).await {
                             Ok(()) => written += b.rows(),
                             Err(e) => {
                                 dropped += b.rows();
@@ -266,8 +288,9 @@ async fn sleep_or_stop(d: Duration, stop: &CancellationToken) {
     }
 }
 
-/// Writes whole batches in one transaction.
-pub async fn write_group(pool: &PgPool, group: &[Batch]) -> Result<(), StoreError> {
+/// Writes whole batches in one transaction, with the down/up entries their availability samples
+/// call for.
+pub async fn write_group(pool: &PgPool, group: &[Batch], instance: Uuid) -> Result<(), StoreError> {
     let mut stat_rows: Vec<&StatDatabaseRow> = Vec::new();
     let mut avail = Vec::new();
     let mut sizes = Vec::new();
@@ -293,11 +316,115 @@ pub async fn write_group(pool: &PgPool, group: &[Batch]) -> Result<(), StoreErro
         }
     }
     stats::insert_stat_database(&mut tx, &stat_rows).await?;
-    stats::insert_availability(&mut tx, &avail).await?;
+    let written = stats::insert_availability(&mut tx, &avail).await?;
     stats::insert_db_size(&mut tx, &sizes).await?;
     stats::insert_disk_usage(&mut tx, &disks).await?;
+    let written: HashSet<(i64, DateTime<Utc>)> = written.into_iter().collect();
+    let fresh: Vec<&AvailabilityRow> = avail
+        .iter()
+        .filter(|a| written.contains(&(a.server_id, a.slot)))
+        .collect();
+    log_transitions(&mut tx, &fresh, instance).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Down/up entries a server may get per hour; beyond them a flapping server is logged again, in the
+/// state it is then in, once the hour has room.
+const TRANSITIONS_PER_HOUR: i64 = 6;
+
+/// Compares each server's newest sample just written with its last down/up entry in the system
+/// log and writes an entry where they differ: once per transition however many cycles a server
+/// stays down, the same with several collectors and across restarts, since the log itself is the
+/// state. A server first seen down gets a "down" entry; one first seen up, none.
+async fn log_transitions(
+    conn: &mut sqlx::PgConnection,
+    samples: &[&AvailabilityRow],
+    instance: Uuid,
+) -> Result<(), StoreError> {
+    let mut newest: HashMap<i64, &AvailabilityRow> = HashMap::new();
+    for a in samples {
+        let e = newest.entry(a.server_id).or_insert(a);
+        if a.slot > e.slot {
+            *e = a;
+        }
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = newest.keys().copied().collect();
+    let last: HashMap<i64, (String, DateTime<Utc>, i64)> =
+        system_log::last_transitions(conn, &ids, Duration::from_secs(3600))
+            .await?
+            .into_iter()
+            .map(|(id, event, at, n)| (id, (event, at, n)))
+            .collect();
+    let mut due = Vec::new();
+    for (id, a) in &newest {
+        match last.get(id) {
+            None if !a.up => due.push((*a, None)),
+            Some((event, at, n))
+                if (event == system_log::event::SERVER_DOWN) == a.up && *n < TRANSITIONS_PER_HOUR =>
+            {
+                due.push((*a, Some(*at)))
+            }
+            _ => {}
+        }
+    }
+    if due.is_empty() {
+        return Ok(());
+    }
+    let due_ids: Vec<i64> = due.iter().map(|(a, _)| a.server_id).collect();
+    let names: HashMap<i64, String> = sqlx::query_as("SELECT id, name FROM servers WHERE id = ANY($1)")
+        .bind(&due_ids)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    let entries: Vec<NewEntry> = due
+        .into_iter()
+        .map(|(a, since)| {
+            let name = names
+                .get(&a.server_id)
+                .cloned()
+                .unwrap_or_else(|| format!("#{}", a.server_id));
+            let mut e = if a.up {
+                let details = since
+                    .map(|s| {
+                        let mins = (a.collected_at - s).num_seconds().max(0) as f64 / 60.0;
+                        format!("down since {} ({mins:.1} min)", s.to_rfc3339())
+                    })
+                    .unwrap_or_default();
+                NewEntry::new(
+                    Level::Info,
+                    system_log::source::COLLECTOR_STATS,
+                    format!("server {name} is up again"),
+                )
+                .details(details)
+                .event(system_log::event::SERVER_UP)
+            } else {
+                let why = match (&a.error_class, &a.error) {
+                    (Some(c), Some(m)) => format!("{c}: {m}"),
+                    (Some(c), None) => c.clone(),
+                    (None, Some(m)) => m.clone(),
+                    (None, None) => String::new(),
+                };
+                NewEntry::new(
+                    Level::Error,
+                    system_log::source::COLLECTOR_STATS,
+                    format!("server {name} is down"),
+                )
+                .details(why)
+                .event(system_log::event::SERVER_DOWN)
+            };
+            e.at = a.collected_at;
+            e.server(a.server_id)
+        })
+        .collect();
+    for e in &entries {
+        tracing::info!(server_id = e.server_id, "{}", e.message);
+    }
+    system_log::insert(&mut *conn, crate::PROCESS, Some(instance), &entries).await
 }
 
 /// Refreshes the read API's rollups; a failure is logged and the next refresh catches up.

@@ -148,6 +148,8 @@ pub struct CollectorConfig {
     pub size_update_interval_secs: u64,
     pub db_check_interval_secs: u64,
     pub retention_months: u32,
+    /// Days the system log (`GET /api/logs`) keeps its entries; maintenance purges older ones.
+    pub logs_retention_days: u32,
     /// How many servers one task collects at once.
     pub concurrency: usize,
     /// Rows kept in memory while the store is unreachable; beyond this the oldest are dropped and counted.
@@ -165,6 +167,7 @@ impl Default for CollectorConfig {
             size_update_interval_secs: 1800,
             db_check_interval_secs: 1800,
             retention_months: 12,
+            logs_retention_days: 30,
             concurrency: 32,
             buffer_max_rows: 1_000_000,
             maintenance_interval_secs: 3600,
@@ -393,6 +396,9 @@ impl Config {
         }
         if self.collector.retention_months == 0 {
             return bad("collector.retention_months", "must be at least 1");
+        }
+        if self.collector.logs_retention_days == 0 {
+            return bad("collector.logs_retention_days", "must be at least 1");
         }
         if self.collector.concurrency == 0 {
             return bad("collector.concurrency", "must be at least 1");

@@ -3,8 +3,10 @@
 
 pub mod config;
 pub mod crypto;
+pub mod journal;
 pub mod remote;
 pub mod secrets;
+pub mod settings;
 pub mod ssh;
 pub mod stats;
 pub mod store;

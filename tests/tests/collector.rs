@@ -256,13 +256,49 @@ async fn snapshots_counters_databases_sizes_and_disk() {
     assert_eq!(pinned.as_deref(), Some(first_key.as_str()));
 }
 
+/// Maintenance keeps what the runtime settings say (set through the API, as an admin would): stats
+/// partitions by `retention_months`, audit events by `audit_retention_days`, the system log by
+/// `logs_retention_days`; and it creates partitions ahead.
 #[tokio::test]
-async fn maintenance_creates_partitions_ahead_and_drops_old_ones() {
-    let (env, store) = env_with(600, "retention_months = 1\n").await;
+async fn maintenance_applies_the_retention_settings() {
+    let (env, store) = env_with(600, "").await;
+    env.add_user("admin", "admin", "admin-password-1");
+    let api = env.spawn_api().await;
+    let admin = pgmon_tests::http::token(&api.base, "admin", "admin-password-1").await;
+    let body =
+        serde_json::json!({"retention_months": 1, "audit_retention_days": 7, "logs_retention_days": 10});
+    let (st, r) = pgmon_tests::http::call("PUT", &api.url("/api/settings"), Some(&admin), Some(&body)).await;
+    assert_eq!(st.as_u16(), 200, "{r}");
+    let month_ago = Utc::now() - chrono::Duration::days(40);
+    sqlx::query("SELECT pgmon_ensure_partitions($1, $1)")
+        .bind(month_ago)
+        .execute(&store)
+        .await
+        .expect("partition a month back");
     sqlx::query("SELECT pgmon_ensure_partitions('2020-01-15', '2020-01-15')")
         .execute(&store)
         .await
         .expect("old partition");
+    for (days, what) in [(8, "old"), (6, "recent")] {
+        sqlx::query(
+            "INSERT INTO audit_sessions (at, event, login, details) VALUES (now() - make_interval(days => $1), 'login_success', $2, NULL)",
+        )
+        .bind(days)
+        .bind(what)
+        .execute(&store)
+        .await
+        .expect("audit row");
+    }
+    for (days, what) in [(11, "old entry"), (9, "recent entry")] {
+        sqlx::query(
+            "INSERT INTO system_log (at, level, source, message, process) VALUES (now() - make_interval(days => $1), 'info', 'system', $2, 'collector')",
+        )
+        .bind(days)
+        .bind(what)
+        .execute(&store)
+        .await
+        .expect("log row");
+    }
     let exists = |name: String| {
         let store = store.clone();
         async move {
@@ -279,12 +315,207 @@ async fn maintenance_creates_partitions_ahead_and_drops_old_ones() {
     for t in ["stat_database", "availability", "db_size", "disk_usage"] {
         assert!(!exists(format!("{t}_202001")).await, "{t}_202001 was not dropped");
     }
+    // retention_months = 1 keeps the current month and the one before.
+    let prev = format!("stat_database_{}", month_ago.format("%Y%m"));
+    let kept_prev = Utc::now()
+        .checked_sub_months(chrono::Months::new(1))
+        .expect("date");
+    assert_eq!(
+        exists(prev.clone()).await,
+        month_ago.format("%Y%m").to_string() == kept_prev.format("%Y%m").to_string(),
+        "{prev}"
+    );
     let now = Utc::now();
     let ahead = now.checked_add_months(chrono::Months::new(2)).expect("date");
     for m in [now, ahead] {
         let name = format!("stat_database_{}", m.format("%Y%m"));
         assert!(exists(name.clone()).await, "{name} missing");
     }
+    let logins: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT login FROM audit_sessions WHERE login IN ('old', 'recent')")
+            .fetch_all(&store)
+            .await
+            .expect("audit");
+    assert_eq!(logins, [Some("recent".to_string())]);
+    let messages: Vec<String> =
+        sqlx::query_scalar("SELECT message FROM system_log WHERE message LIKE '% entry' ORDER BY at")
+            .fetch_all(&store)
+            .await
+            .expect("log");
+    assert_eq!(messages, ["recent entry"]);
+    let (st, logs) = pgmon_tests::http::call(
+        "GET",
+        &api.url("/api/logs?source=maintenance"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(st.as_u16(), 200);
+    assert_eq!(logs["items"][0]["message"], "maintenance done", "{logs}");
+    let details = logs["items"][0]["details"].as_str().unwrap_or("");
+    assert!(
+        details.contains("audit events purged 1 (older than 7 days)")
+            && details.contains("log entries purged 1 (older than 10 days)"),
+        "{details}"
+    );
+}
+
+/// A running collector hears a new interval within seconds and runs at it: the next statistics run
+/// comes at the new interval's next boundary, not after the old hour.
+#[tokio::test]
+async fn a_settings_change_reschedules_a_running_collector() {
+    let (env, store) = env_with(3600, "").await;
+    env.add_user("admin", "admin", "admin-password-1");
+    let api = env.spawn_api().await;
+    let admin = pgmon_tests::http::token(&api.base, "admin", "admin-password-1").await;
+    let id = monitored::shared()
+        .register(&store, &env.fernet_key, "main")
+        .await;
+    let collector = spawn(&env).await;
+    let slots = || {
+        let store = store.clone();
+        async move {
+            sqlx::query_scalar::<_, DateTime<Utc>>(
+                "SELECT slot FROM availability WHERE server_id = $1 ORDER BY slot",
+            )
+            .bind(id)
+            .fetch_all(&store)
+            .await
+            .expect("slots")
+        }
+    };
+    wait_for("the first run", Duration::from_secs(30), || async {
+        !slots().await.is_empty()
+    })
+    .await;
+    assert_eq!(slots().await[0].timestamp() % 3600, 0, "hourly slots at first");
+    let body = serde_json::json!({"collect_interval": 60});
+    let changed_at = Utc::now();
+    let (st, r) = pgmon_tests::http::call("PUT", &api.url("/settings"), Some(&admin), Some(&body)).await;
+    assert_eq!(st.as_u16(), 200, "{r}");
+    wait_for("the collector to reschedule", Duration::from_secs(10), || async {
+        collector.logs().contains("interval changed; rescheduled")
+    })
+    .await;
+    wait_for("a run at the new interval", Duration::from_secs(75), || async {
+        slots().await.len() >= 2
+    })
+    .await;
+    let second = slots().await[1];
+    assert_eq!(second.timestamp() % 60, 0);
+    assert!(
+        second > changed_at - chrono::Duration::seconds(1)
+            && second <= changed_at + chrono::Duration::seconds(60),
+        "the next run came at the next minute: changed at {changed_at}, slot {second}"
+    );
+    // The API judges the collector's freshness by the new interval too.
+    let (_, h) = pgmon_tests::http::call("GET", &api.url("/api/health"), Some(&admin), None).await;
+    let stats = h["collectors"]["tasks"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["task"] == "stats"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(stats["interval_secs"], 60, "{h}");
+}
+
+/// A server that flaps gets at most six down/up entries an hour; once the hour has room, the state
+/// it is then in is logged.
+#[tokio::test]
+async fn a_flapping_server_is_logged_a_few_times_an_hour() {
+    let (env, store) = env_with(1, "").await;
+    let dead = pgmon_tests::cluster::free_port();
+    let id = monitored::shared()
+        .at_port(dead)
+        .register(&store, &env.fernet_key, "flapper")
+        .await;
+    // Six transitions in the last hour, the last one "up".
+    sqlx::query(
+        "INSERT INTO system_log (at, level, source, message, process, server_id, event)
+         SELECT now() - make_interval(mins => 60 - i * 5), 'info', 'collector_stats', 'seeded', 'collector', $1,
+                CASE WHEN i % 2 = 1 THEN 'server_down' ELSE 'server_up' END
+         FROM generate_series(1, 6) AS i",
+    )
+    .bind(id)
+    .execute(&store)
+    .await
+    .expect("seed");
+    let downs = || {
+        let store = store.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM system_log WHERE server_id = $1 AND event = 'server_down' AND message <> 'seeded'",
+            )
+            .bind(id)
+            .fetch_one(&store)
+            .await
+            .expect("count")
+        }
+    };
+    once(&env, "stats");
+    assert_eq!(downs().await, 0, "the hour's share is used up");
+    // An hour later the share is back: the server, still down, is logged down once.
+    sqlx::query("UPDATE system_log SET at = at - interval '1 hour' WHERE server_id = $1")
+        .bind(id)
+        .execute(&store)
+        .await
+        .expect("age");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    once(&env, "stats");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    once(&env, "stats");
+    assert_eq!(downs().await, 1);
+}
+
+/// An SSH failure of the sizes task is a warning naming the server; the run itself an error naming
+/// it with the reason.
+#[tokio::test]
+async fn ssh_failures_reach_the_system_log() {
+    let (env, store) = env_with(600, "").await;
+    let closed = pgmon_tests::cluster::free_port();
+    let id = monitored::shared()
+        .register(&store, &env.fernet_key, "nossh")
+        .await;
+    sqlx::query(
+        "UPDATE servers SET ssh_enabled = true, ssh_host = '127.0.0.1', ssh_port = $2, ssh_username = 'postgres',
+                ssh_password_enc = $3, ssh_data_path = '/var/lib/postgresql' WHERE id = $1",
+    )
+    .bind(id)
+    .bind(i32::from(closed))
+    .bind(pgmon_tests::python_fernet("encrypt", &env.fernet_key, "ssh-Pa55word"))
+    .execute(&store)
+    .await
+    .expect("ssh settings");
+    once(&env, "sizes");
+    let rows: Vec<(String, String, Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT level, message, details, server_id FROM system_log WHERE source = 'collector_sizes' ORDER BY id",
+    )
+    .fetch_all(&store)
+    .await
+    .expect("log");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1.as_str(), rows[0].3),
+        ("warning", "SSH to server nossh failed", Some(id))
+    );
+    assert!(
+        rows[0]
+            .2
+            .as_deref()
+            .is_some_and(|d| d.starts_with("ssh: unreachable")),
+        "{rows:?}"
+    );
+    assert_eq!(
+        (rows[1].0.as_str(), rows[1].1.as_str()),
+        ("error", "sizes: 1 of 1 servers failed")
+    );
+    assert!(
+        rows[1]
+            .2
+            .as_deref()
+            .is_some_and(|d| d.starts_with("nossh: ssh: unreachable")),
+        "{rows:?}"
+    );
+    assert!(!format!("{rows:?}").contains("ssh-Pa55word"));
 }
 
 #[tokio::test]
@@ -381,12 +612,79 @@ async fn a_stopped_server_is_down_then_resumes() {
     .await
     .expect("class");
     assert_eq!(class.as_deref(), Some("unreachable"));
+    let downs = || {
+        let store = store.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM availability WHERE server_id = $1 AND NOT up")
+                .bind(id)
+                .fetch_one(&store)
+                .await
+                .expect("count")
+        }
+    };
+    wait_for("many failed cycles", Duration::from_secs(60), || async {
+        downs().await >= 6
+    })
+    .await;
     let down = latest(false).await;
     cluster.start_again();
     wait_for("collection to resume", Duration::from_secs(60), || async {
         latest(true).await > down
     })
     .await;
+    // Exactly one entry for going down and one for coming back, however many cycles failed.
+    let transitions: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT event, level, message, details FROM system_log WHERE server_id = $1 AND event IS NOT NULL ORDER BY at, id",
+    )
+    .bind(id)
+    .fetch_all(&store)
+    .await
+    .expect("transitions");
+    assert_eq!(transitions.len(), 2, "{transitions:?}");
+    assert_eq!(
+        (
+            transitions[0].0.as_str(),
+            transitions[0].1.as_str(),
+            transitions[0].2.as_str()
+        ),
+        ("server_down", "error", "server flaky is down")
+    );
+    assert!(
+        transitions[0]
+            .3
+            .as_deref()
+            .is_some_and(|d| d.starts_with("unreachable: ")),
+        "{transitions:?}"
+    );
+    assert_eq!(
+        (
+            transitions[1].0.as_str(),
+            transitions[1].1.as_str(),
+            transitions[1].2.as_str()
+        ),
+        ("server_up", "info", "server flaky is up again")
+    );
+    assert!(
+        transitions[1]
+            .3
+            .as_deref()
+            .is_some_and(|d| d.starts_with("down since ")),
+        "{transitions:?}"
+    );
+    // Each failed run is an error entry naming the server and why.
+    let failed_runs: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT details FROM system_log WHERE source = 'collector_stats' AND level = 'error' AND event IS NULL",
+    )
+    .fetch_all(&store)
+    .await
+    .expect("runs");
+    assert!(failed_runs.len() >= 5, "{failed_runs:?}");
+    assert!(
+        failed_runs.iter().all(|d| d
+            .as_deref()
+            .is_some_and(|d| d.starts_with("flaky: unreachable: "))),
+        "{failed_runs:?}"
+    );
     let rows = scalar_i64(
         &store,
         "SELECT count(*) FROM stat_database WHERE server_id = $1 AND slot > (SELECT max(slot) FROM availability WHERE server_id = $1 AND NOT up)",
@@ -590,6 +888,18 @@ async fn store_outage_is_buffered_and_written_later() {
     })
     .await;
     assert!(collector.logs().contains("store reachable again"));
+    wait_for("the outage in the system log", Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM system_log WHERE source = 'system' AND message LIKE 'the store was unreachable for % s'
+             AND details LIKE '%rows were buffered in memory%' AND at > $1",
+        )
+        .bind(down_at)
+        .fetch_one(&store)
+        .await
+        .unwrap_or(0)
+            == 1
+    })
+    .await;
 }
 
 #[tokio::test]

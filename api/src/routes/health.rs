@@ -9,7 +9,7 @@ use crate::error::ApiResult;
 use crate::payload::SerdeJson;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
-use pgmon_shared::config::CollectorConfig;
+use pgmon_shared::settings::Settings;
 use pgmon_shared::store;
 use pgmon_shared::store::collectors::{self, Heartbeat};
 use poem::web::Data;
@@ -164,7 +164,12 @@ impl HealthApi {
         };
         let collectors = if reachable {
             match tokio::time::timeout(Duration::from_secs(2), collectors::heartbeats(&state.pool)).await {
-                Ok(Ok(beats)) => Some(collectors_health(&state.cfg.collector, beats, Utc::now())),
+                Ok(Ok(beats)) => Some(collectors_health(
+                    &state.settings().await,
+                    state.cfg.collector.maintenance_interval_secs,
+                    beats,
+                    Utc::now(),
+                )),
                 _ => None,
             }
         } else {
@@ -248,12 +253,17 @@ impl HealthApi {
 }
 
 /// Per task, the newest run over all collectors and whether it is overdue.
-fn collectors_health(cfg: &CollectorConfig, beats: Vec<Heartbeat>, now: DateTime<Utc>) -> CollectorsHealth {
+fn collectors_health(
+    s: &Settings,
+    maintenance_interval_secs: u64,
+    beats: Vec<Heartbeat>,
+    now: DateTime<Utc>,
+) -> CollectorsHealth {
     let intervals = [
-        ("stats", cfg.collect_interval_secs),
-        ("sizes", cfg.size_update_interval_secs),
-        ("db_info", cfg.db_check_interval_secs),
-        ("maintenance", cfg.maintenance_interval_secs),
+        ("stats", s.collect_interval().as_secs()),
+        ("sizes", s.size_update_interval().as_secs()),
+        ("db_info", s.db_check_interval().as_secs()),
+        ("maintenance", maintenance_interval_secs),
     ];
     let mut tasks = Vec::new();
     for (task, interval) in intervals {
@@ -314,19 +324,26 @@ mod tests {
 
     #[test]
     fn a_task_is_overdue_after_twice_its_interval_across_all_collectors() {
-        let cfg = CollectorConfig::default();
+        let cfg = Settings::defaults(
+            &pgmon_shared::Config::from_toml_and_env(
+                "[store]\nurl = \"postgres://h/d\"\n",
+                "t.toml",
+                std::iter::empty(),
+            )
+            .expect("config"),
+        );
         let now = Utc::now();
         let ago = |s: i64| (now - chrono::Duration::seconds(s)).to_rfc3339();
         let old = beat(serde_json::json!({"stats": {"last_run": ago(1300), "outcome": "ok"}}));
-        let h = collectors_health(&cfg, vec![old], now);
+        let h = collectors_health(&cfg, 3600, vec![old], now);
         assert!(h.tasks[0].overdue);
         let fresh = beat(serde_json::json!({"stats": {"last_run": ago(700), "outcome": "ok"}}));
         let old =
             beat(serde_json::json!({"stats": {"last_run": ago(5000)}, "sizes": {"last_run": ago(3000)}}));
-        let h = collectors_health(&cfg, vec![old, fresh], now);
+        let h = collectors_health(&cfg, 3600, vec![old, fresh], now);
         assert_eq!(h.tasks.len(), 2);
         assert!(!h.tasks[0].overdue, "another collector ran it recently");
         assert!(!h.tasks[1].overdue, "sizes run every 1800 s");
-        assert!(collectors_health(&cfg, Vec::new(), now).tasks.is_empty());
+        assert!(collectors_health(&cfg, 3600, Vec::new(), now).tasks.is_empty());
     }
 }

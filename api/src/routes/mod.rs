@@ -3,7 +3,9 @@
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod logs;
 pub mod servers;
+pub mod settings;
 pub mod ssh_keys;
 pub mod stats;
 pub mod users;
@@ -22,6 +24,8 @@ pub fn apis() -> (
     ssh_keys::SshKeysApi,
     stats::StatsApi,
     audit::AuditApi,
+    settings::SettingsApi,
+    logs::LogsApi,
     health::HealthApi,
 ) {
     (
@@ -31,6 +35,8 @@ pub fn apis() -> (
         ssh_keys::SshKeysApi,
         stats::StatsApi,
         audit::AuditApi,
+        settings::SettingsApi,
+        logs::LogsApi,
         health::HealthApi,
     )
 }

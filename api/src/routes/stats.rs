@@ -310,7 +310,11 @@ impl StatsApi {
         /// ISO 8601; default now.
         end_date: Query<Option<String>>,
     ) -> ApiResult<SerdeJson<ServerStatsOut>> {
-        let (w, aggregation) = original_window(&state, start_date.0.as_deref(), end_date.0.as_deref())?;
+        let (w, aggregation) = original_window(
+            collect_interval(&state).await,
+            start_date.0.as_deref(),
+            end_date.0.as_deref(),
+        )?;
         let server = server_by_name(&state, &name).await?;
         let key = answer_key(Shape::OriginalServer, &server, None, &w);
         kept_or_computed(&state, key, server.id, || {
@@ -331,7 +335,11 @@ impl StatsApi {
         start_date: Query<Option<String>>,
         end_date: Query<Option<String>>,
     ) -> ApiResult<SerdeJson<DbStatsOut>> {
-        let (w, aggregation) = original_window(&state, start_date.0.as_deref(), end_date.0.as_deref())?;
+        let (w, aggregation) = original_window(
+            collect_interval(&state).await,
+            start_date.0.as_deref(),
+            end_date.0.as_deref(),
+        )?;
         let server = server_by_name(&state, &name).await?;
         let key = answer_key(Shape::OriginalDatabase, &server, Some(&db), &w);
         kept_or_computed(&state, key, server.id, || {
@@ -402,7 +410,7 @@ impl StatsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "315360000")))]
         step: Query<Option<i64>>,
     ) -> ApiResult<SerdeJson<Series>> {
-        let w = window(&state, from.0, to.0, step.0)?;
+        let w = window(collect_interval(&state).await, from.0, to.0, step.0)?;
         let server = server_by_name(&state, &name).await?;
         history_answer(&state, server, None, &w).await
     }
@@ -420,7 +428,7 @@ impl StatsApi {
         to: Query<Option<DateTime<Utc>>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "315360000")))] step: Query<Option<i64>>,
     ) -> ApiResult<SerdeJson<Series>> {
-        let w = window(&state, from.0, to.0, step.0)?;
+        let w = window(collect_interval(&state).await, from.0, to.0, step.0)?;
         let server = server_by_name(&state, &name).await?;
         history_answer(&state, server, Some(db.0), &w).await
     }
@@ -511,7 +519,7 @@ async fn history_answer(
 /// a bare date is its midnight UTC), and its bucket rule: one bucket per collection up to 2 days,
 /// hours up to 14 days, 4 hours up to 90 days, days beyond.
 fn original_window(
-    state: &AppState,
+    interval: i64,
     start: Option<&str>,
     end: Option<&str>,
 ) -> ApiResult<(Window, &'static str)> {
@@ -526,7 +534,6 @@ fn original_window(
     if start >= end {
         return Err(ApiError::bad_request("start_date must be before end_date"));
     }
-    let interval = i64::try_from(state.cfg.collector.collect_interval_secs).unwrap_or(600);
     let days = (end - start).as_seconds_f64() / 86_400.0;
     let (step, aggregation) = match days {
         d if d <= 2.0 => (interval, "raw"),
@@ -693,14 +700,18 @@ fn db_not_found(server: &str, db: &str) -> ApiError {
     ApiError::not_found(format!("database {db} not found on server {server}"))
 }
 
+/// The effective statistics interval (a runtime setting), in seconds.
+async fn collect_interval(state: &AppState) -> i64 {
+    i64::try_from(state.settings().await.collect_interval().as_secs()).unwrap_or(600)
+}
+
 /// Validates the range and picks the step; every error is a 400 that says what is wrong.
 fn window(
-    state: &AppState,
+    interval: i64,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     step: Option<i64>,
 ) -> ApiResult<Window> {
-    let interval = i64::try_from(state.cfg.collector.collect_interval_secs).unwrap_or(600);
     plan_window(from, to, step, interval, Utc::now()).map_err(ApiError::bad_request)
 }
 

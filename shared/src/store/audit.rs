@@ -63,7 +63,7 @@ pub struct AuditRow {
 
 /// One event. `details` is free text for people (at most 2,000 characters are kept).
 pub async fn record(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     event: &str,
     actor: &Actor,
     details: Option<&str>,
@@ -84,7 +84,7 @@ pub async fn record(
     )
     .bind(details.map(|d| d.chars().take(2000).collect::<String>()))
     .bind(jti)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }

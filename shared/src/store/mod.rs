@@ -7,9 +7,11 @@ pub mod chunk_cache;
 pub mod collectors;
 pub mod rollups;
 pub mod servers;
+pub mod settings;
 pub mod ssh_keys;
 pub mod stats;
 pub mod stats_read;
+pub mod system_log;
 pub mod tokens;
 pub mod users;
 

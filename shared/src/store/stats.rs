@@ -301,15 +301,20 @@ where
     Ok(done.rows_affected())
 }
 
-pub async fn insert_availability(conn: &mut PgConnection, rows: &[AvailabilityRow]) -> Result<u64> {
+/// Writes the samples not yet stored; returns the (server, slot) keys of those it wrote.
+pub async fn insert_availability(
+    conn: &mut PgConnection,
+    rows: &[AvailabilityRow],
+) -> Result<Vec<(i64, DateTime<Utc>)>> {
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
-    let done = sqlx::query(
+    let done = sqlx::query_as(
         "INSERT INTO availability (server_id, slot, collected_at, up, latency_ms, error_class, error)
          SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::bool[],
              $5::float8[], $6::text[], $7::text[])
-         ON CONFLICT DO NOTHING",
+         ON CONFLICT DO NOTHING
+         RETURNING server_id, slot",
     )
     .bind(rows.iter().map(|r| r.server_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.slot).collect::<Vec<_>>())
@@ -318,9 +323,9 @@ pub async fn insert_availability(conn: &mut PgConnection, rows: &[AvailabilityRo
     .bind(rows.iter().map(|r| r.latency_ms).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.error_class.clone()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(done.rows_affected())
+    Ok(done)
 }
 
 pub async fn insert_db_size(conn: &mut PgConnection, rows: &[DbSizeRow]) -> Result<u64> {

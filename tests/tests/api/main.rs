@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod cli;
 mod health;
+mod settings;
 mod smoke;
 mod tokens;
 mod users;
