@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against real services: installs and starts what the tests need
-# (PostgreSQL, sshd binaries, Python's cryptography for the Fernet interop test, schemathesis),
+# (PostgreSQL, PostgreSQL 12-18 binaries from npm, sshd binaries, Python's cryptography for the
+# Fernet interop test, schemathesis),
 # builds, then runs `cargo test` for the whole workspace. Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,10 @@ if ! target/st-venv/bin/st --version 2>/dev/null | grep -q "$ST_VERSION"; then
     python3 -m venv target/st-venv
     target/st-venv/bin/pip install -q "schemathesis==$ST_VERSION"
 fi
+
+# PostgreSQL 12 to 18 for the version matrix (tests/tests/activity.rs, collector.rs), cached.
+export PGMON_TEST_PG_MAJORS_DIR
+PGMON_TEST_PG_MAJORS_DIR=$(scripts/pg-majors.sh)
 
 # A superuser for the tests, with a password, so that they work whatever pg_hba.conf says about TCP.
 pg_super <<'SQL'

@@ -1,5 +1,6 @@
 //! pgmon-api: the HTTP API over the `pam_stats` store.
 
+pub mod activity;
 pub mod app;
 pub mod auth;
 pub mod cli;

@@ -433,6 +433,13 @@ impl LiveStatuses {
         status
     }
 
+    /// Remembers that `server` did not answer another caller (the activity endpoints), so that the
+    /// next caller within the TTL is answered at once instead of waiting for its own timeout.
+    pub fn note_down(&self, server: &ServerRow, e: &RemoteError) {
+        let slot = self.slot(server.id);
+        keep(&slot.status, down(&server.name, e, None));
+    }
+
     /// Forgets what is remembered of server `id`.
     pub fn forget(&self, id: i64) {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);

