@@ -287,7 +287,7 @@ impl Cluster {
     pub fn start_again(&self) {
         let opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB",
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=600 -c shared_buffers=32MB",
             self.port,
             self.dir.path().display()
         );

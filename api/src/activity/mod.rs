@@ -48,7 +48,7 @@ pub struct Remote {
 }
 
 /// Whether the server answered, as every activity answer starts.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 pub struct Reach {
     pub server: String,
     pub reachable: bool,

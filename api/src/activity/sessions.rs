@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use pgmon_shared::remote::RemoteError;
 use poem_openapi::{Enum, Object};
 
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 pub struct Session {
     pub pid: i32,
     pub database: Option<String>,

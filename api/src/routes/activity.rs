@@ -7,7 +7,7 @@ use super::stats::server_by_name;
 use crate::activity::{self, Reach, Remote, locks, progress, replication, sessions, signals, wraparound};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
-use crate::payload::JsonBody;
+use crate::payload::{JsonBody, SerdeJson};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use pgmon_shared::remote::RemoteError;
@@ -28,13 +28,24 @@ enum Tag {
     Activity,
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 pub struct SessionsOut {
     #[oai(flatten)]
+    #[serde(flatten)]
     pub reach: Reach,
     /// Sessions matching the filters (all of them, sorted).
     pub count: i32,
     pub sessions: Vec<sessions::Session>,
+}
+
+impl crate::payload::JsonSizeHint for SessionsOut {
+    fn json_size_hint(&self) -> usize {
+        512 + self
+            .sessions
+            .iter()
+            .map(|s| 700 + s.query.as_ref().map_or(0, String::len))
+            .sum::<usize>()
+    }
 }
 
 #[derive(Debug, Object)]
@@ -163,7 +174,7 @@ impl ActivityApi {
         full_query: Query<Option<bool>>,
         /// Leave out pgmon's own sessions.
         hide_pgmon: Query<Option<bool>>,
-    ) -> ApiResult<Json<SessionsOut>> {
+    ) -> ApiResult<SerdeJson<SessionsOut>> {
         let server = server_by_name(&state, &name).await?;
         let filter = sessions::Filter {
             database: database.0.filter(|s| !s.is_empty()),
@@ -180,14 +191,14 @@ impl ActivityApi {
         let (r, t) = match connect(&state, &server).await {
             Ok(c) => c,
             Err(reach) => {
-                return Ok(Json(SessionsOut {
+                return SerdeJson::new(&SessionsOut {
                     reach,
                     count: 0,
                     sessions: Vec::new(),
-                }));
+                });
             }
         };
-        Ok(Json(match sessions::list(&r, &filter).await {
+        SerdeJson::new(&match sessions::list(&r, &filter).await {
             Ok(list) => SessionsOut {
                 reach: Reach::up(&server, &r, t),
                 count: i32::try_from(list.len()).unwrap_or(i32::MAX),
@@ -198,7 +209,7 @@ impl ActivityApi {
                 count: 0,
                 sessions: Vec::new(),
             },
-        }))
+        })
     }
 
     /// Lock waits as a tree: root blockers first, their waiters beneath, with the lock mode and
