@@ -51,9 +51,7 @@ pub enum ApiError {
     TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// The monitored server did not answer (an operation that cannot answer `reachable: false`).
-    #[oai(status = 502)]
-    BadGateway(Json<ErrorBody>),
+
     /// The store is unreachable.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -73,9 +71,6 @@ impl ApiError {
     }
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::NotFound(body(detail))
-    }
-    pub fn bad_gateway(detail: impl Into<String>) -> Self {
-        Self::BadGateway(body(detail))
     }
     pub fn conflict(detail: impl Into<String>) -> Self {
         Self::Conflict(body(detail))

@@ -5,6 +5,7 @@ pub mod config;
 pub mod crypto;
 pub mod journal;
 pub mod remote;
+pub mod remote_sql;
 pub mod secrets;
 pub mod settings;
 pub mod ssh;
@@ -12,5 +13,6 @@ pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod validate;
+pub mod version;
 
 pub use config::Config;

@@ -21,24 +21,7 @@ use pgmon_shared::store::servers::{self, ServerRow};
 use poem_openapi::Object;
 use std::time::Instant;
 
-/// A server's `server_version_num`, and which columns and views it has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Version(pub i32);
-
-impl Version {
-    /// The newest major whose catalog pgmon knows.
-    pub const NEWEST_KNOWN: i32 = 18;
-
-    pub fn major(self) -> i32 {
-        self.0 / 10_000
-    }
-
-    /// True when the server is at least `major` and pgmon knows its catalog: a newer, unknown
-    /// major is treated as the oldest supported one (only what every version has).
-    pub fn has(self, major: i32) -> bool {
-        self.major() >= major && self.major() <= Self::NEWEST_KNOWN
-    }
-}
+pub use pgmon_shared::version::Version;
 
 /// A connection to the server, taken from the API's pool for it.
 pub struct Remote {
@@ -183,17 +166,4 @@ pub fn relation_sql(datid: &str, relid: &str) -> String {
               WHEN {datid} = (SELECT oid FROM pg_database WHERE datname = current_database())
               THEN {relid}::regclass::text ELSE 'oid ' || {relid}::text END"
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unknown_newer_major_gets_what_all_versions_share() {
-        assert!(Version(150010).has(14));
-        assert!(!Version(130005).has(14));
-        assert!(Version(180001).has(17));
-        assert!(!Version(190000).has(13), "19 is not known yet");
-    }
 }

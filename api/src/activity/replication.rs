@@ -8,6 +8,7 @@
 use super::{Remote, Version, col, query};
 use chrono::{DateTime, Utc};
 use pgmon_shared::remote::RemoteError;
+use pgmon_shared::remote_sql;
 use poem_openapi::Object;
 
 #[derive(Debug, Clone, Object)]
@@ -103,20 +104,6 @@ pub struct Replication {
     pub slots: Vec<Slot>,
 }
 
-const STANDBYS_SQL: &str = "
-    SELECT r.pid, r.usename::text, r.application_name, host(r.client_addr), r.state, r.sync_state,
-           r.sent_lsn::text, r.write_lsn::text, r.flush_lsn::text, r.replay_lsn::text,
-           pg_wal_lsn_diff(c.lsn, r.sent_lsn)::int8, pg_wal_lsn_diff(c.lsn, r.write_lsn)::int8,
-           pg_wal_lsn_diff(c.lsn, r.flush_lsn)::int8, pg_wal_lsn_diff(c.lsn, r.replay_lsn)::int8,
-           CASE WHEN r.write_lsn >= c.lsn THEN 0 ELSE extract(epoch FROM r.write_lag) END::float8,
-           CASE WHEN r.flush_lsn >= c.lsn THEN 0 ELSE extract(epoch FROM r.flush_lag) END::float8,
-           CASE WHEN r.replay_lsn >= c.lsn THEN 0 ELSE extract(epoch FROM r.replay_lag) END::float8,
-           r.backend_xmin::text, age(r.backend_xmin)::int8, r.reply_time, r.backend_start
-    FROM pg_stat_replication r,
-         (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
-                      ELSE pg_current_wal_lsn() END AS lsn) c
-    ORDER BY r.application_name, r.pid";
-
 fn receiver_sql(v: Version) -> String {
     let (written, flushed) = if v.has(13) {
         ("w.written_lsn::text", "w.flushed_lsn::text")
@@ -135,33 +122,10 @@ fn receiver_sql(v: Version) -> String {
     )
 }
 
-fn slots_sql(v: Version) -> String {
-    let wal = if v.has(13) {
-        "s.wal_status, s.safe_wal_size"
-    } else {
-        "NULL::text, NULL::int8"
-    };
-    let v17 = if v.has(17) {
-        "s.inactive_since, s.invalidation_reason"
-    } else {
-        "NULL::timestamptz, NULL::text"
-    };
-    format!(
-        "SELECT s.slot_name::text, s.slot_type, s.plugin::text, s.database::text, s.temporary, s.active,
-                s.active_pid, s.restart_lsn::text, s.confirmed_flush_lsn::text,
-                pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
-                                     ELSE pg_current_wal_lsn() END, s.restart_lsn)::int8,
-                {wal}, s.xmin::text, age(s.xmin)::int8, s.catalog_xmin::text, age(s.catalog_xmin)::int8,
-                {v17}
-         FROM pg_replication_slots s ORDER BY s.slot_name"
-    )
-}
-
 pub async fn read(r: &Remote) -> Result<Replication, RemoteError> {
     let head = query(
         r,
-        "SELECT pg_is_in_recovery(),
-                CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text",
+        &format!("SELECT pg_is_in_recovery(), ({})::text", remote_sql::CURRENT_LSN),
         &[],
     )
     .await?;
@@ -194,7 +158,7 @@ pub async fn read(r: &Remote) -> Result<Replication, RemoteError> {
     }
     // A standby may have standbys of its own (cascading replication).
     {
-        for row in &query(r, STANDBYS_SQL, &[]).await? {
+        for row in &query(r, &remote_sql::standbys(), &[]).await? {
             standbys.push(Standby {
                 pid: col(row, 0)?,
                 user: col(row, 1)?,
@@ -221,7 +185,7 @@ pub async fn read(r: &Remote) -> Result<Replication, RemoteError> {
         }
     }
     let mut slots = Vec::new();
-    for row in &query(r, &slots_sql(r.version), &[]).await? {
+    for row in &query(r, &remote_sql::slots(r.version), &[]).await? {
         slots.push(Slot {
             slot_name: col(row, 0)?,
             slot_type: col(row, 1)?,

@@ -10,7 +10,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::payload::{JsonBody, SerdeJson};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
-use pgmon_shared::remote::RemoteError;
 use pgmon_shared::store::audit::event;
 use pgmon_shared::store::servers::ServerRow;
 use pgmon_shared::validate::Role;
@@ -116,6 +115,8 @@ pub enum OutcomeOut {
     /// The monitoring role may not signal it (it needs `pg_signal_backend`, and nobody but a
     /// superuser signals a superuser's backend).
     NotPermitted,
+    /// The server did not answer; nothing was sent.
+    Unreachable,
 }
 
 #[derive(Debug, Object)]
@@ -157,13 +158,14 @@ impl ActivityApi {
         state: Data<&AppState>,
         _auth: Auth,
         name: Path<String>,
-        database: Query<Option<String>>,
-        user: Query<Option<String>>,
-        application: Query<Option<String>>,
+        #[oai(validator(max_length = 200, pattern = r"^[^\x00]*$"))] database: Query<Option<String>>,
+        #[oai(validator(max_length = 200, pattern = r"^[^\x00]*$"))] user: Query<Option<String>>,
+        #[oai(validator(max_length = 200, pattern = r"^[^\x00]*$"))] application: Query<Option<String>>,
         /// `active`, `idle`, `idle in transaction`, ...
-        #[oai(name = "state")]
+        #[oai(name = "state", validator(max_length = 200, pattern = r"^[^\x00]*$"))]
         state_filter: Query<Option<String>>,
         /// `client backend`, `autovacuum worker`, ...
+        #[oai(validator(max_length = 200, pattern = r"^[^\x00]*$"))]
         backend_type: Query<Option<String>>,
         #[oai(validator(minimum(value = "0"), maximum(value = "3153600000")))] min_duration_secs: Query<
             Option<f64>,
@@ -453,24 +455,32 @@ async fn signal(
         return Err(ApiError::forbidden(detail));
     }
     let server = server_by_name(state, name).await?;
-    let failed = |e: RemoteError| {
-        let detail = format!("server {name} did not answer: {}", e.message);
-        (detail.clone(), ApiError::bad_gateway(detail))
+    let sent = match activity::open(state, &server).await {
+        Ok(r) => signals::send(&r, s, pid, body.backend_start).await,
+        Err(e) => Err(e),
     };
-    let r = match activity::open(state, &server).await {
-        Ok(r) => r,
-        Err(e) => {
-            let (detail, err) = failed(e);
-            record(state, ev, &actor, Some(&audit(format!("failed: {detail}"), None))).await;
-            return Err(err);
-        }
-    };
-    let done = match signals::send(&r, s, pid, body.backend_start).await {
+    let done = match sent {
         Ok(d) => d,
         Err(e) => {
-            let (detail, err) = failed(e);
-            record(state, ev, &actor, Some(&audit(format!("failed: {detail}"), None))).await;
-            return Err(err);
+            let message = format!("server {name} did not answer ({}); nothing was sent", e.message);
+            record(
+                state,
+                ev,
+                &actor,
+                Some(&audit(format!("unreachable: {}", e.message), None)),
+            )
+            .await;
+            return Ok(Json(SignalOut {
+                server: server.name.clone(),
+                pid,
+                signal: s.as_str().into(),
+                outcome: OutcomeOut::Unreachable,
+                message,
+                user: None,
+                database: None,
+                application: None,
+                query: None,
+            }));
         }
     };
     let (outcome, message) = match done.outcome {

@@ -106,8 +106,9 @@ impl AuditApi {
         state: Data<&AppState>,
         auth: Auth,
         /// Part of the login or of the client IP, case-insensitive.
+        #[oai(validator(max_length = 200, pattern = r"^[^\x00]*$"))]
         username: Query<Option<String>>,
-        event_type: Query<Option<String>>,
+        #[oai(validator(max_length = 200, pattern = r"^[^\x00]*$"))] event_type: Query<Option<String>>,
         /// From that day's start, UTC.
         date_from: Query<Option<NaiveDate>>,
         /// Through that day's end, UTC.

@@ -133,7 +133,7 @@ impl LogsApi {
         level: Query<Option<LevelIn>>,
         source: Query<Option<SourceIn>>,
         /// Part of the message or of the details, case-insensitive.
-        #[oai(validator(max_length = 200))]
+        #[oai(validator(max_length = 200, pattern = r"^[^\x00]*$"))]
         search: Query<Option<String>>,
         /// From that day's start, UTC.
         date_from: Query<Option<NaiveDate>>,
