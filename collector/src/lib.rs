@@ -1,11 +1,12 @@
-//! pgmon-collector: snapshots every enabled monitored server into the `pam_stats` store on four
-//! schedules (stats, sizes, db_info, maintenance).
+//! pgmon-collector: snapshots every enabled monitored server into the `pam_stats` store on five
+//! schedules (stats, sizes, db_info, activity, maintenance).
 //!
-//! Layout: [`servers`] keeps the list of servers and their back-off, [`queries`] is everything run on a
-//! monitored server, [`tasks`] collects one slot of one task, [`writer`] buffers and writes snapshots,
-//! and [`scheduler`] runs it all as a service.
+//! Layout: [`servers`] keeps the list of servers and their back-off, [`families`] holds one module per
+//! collected metric family (what it runs on a monitored server), [`tasks`] collects one slot of one
+//! task with the families registered for it, [`writer`] buffers and writes snapshots, and
+//! [`scheduler`] runs it all as a service.
 
-pub mod queries;
+pub mod families;
 pub mod scheduler;
 pub mod servers;
 pub mod tasks;
@@ -65,6 +66,7 @@ pub enum TaskArg {
     Sizes,
     #[value(name = "db_info")]
     DbInfo,
+    Activity,
     Maintenance,
     All,
 }
@@ -75,9 +77,16 @@ impl TaskArg {
             TaskArg::Stats => vec![Task::Stats],
             TaskArg::Sizes => vec![Task::Sizes],
             TaskArg::DbInfo => vec![Task::DbInfo],
+            TaskArg::Activity => vec![Task::Activity],
             TaskArg::Maintenance => vec![Task::Maintenance],
             // Maintenance first: it creates the partitions the others write into.
-            TaskArg::All => vec![Task::Maintenance, Task::DbInfo, Task::Stats, Task::Sizes],
+            TaskArg::All => vec![
+                Task::Maintenance,
+                Task::DbInfo,
+                Task::Stats,
+                Task::Sizes,
+                Task::Activity,
+            ],
         }
     }
 }
@@ -93,7 +102,9 @@ pub struct Ctx {
     /// Held while rollups are refreshed after a stats slot, so refreshes never pile up.
     pub rollup_lock: tokio::sync::Mutex<()>,
     /// Per task (by [`Task::index`]), the Unix time its current run started, 0 when idle.
-    pub busy_since: [std::sync::atomic::AtomicI64; 4],
+    pub busy_since: [std::sync::atomic::AtomicI64; 5],
+    /// The statements family's previous snapshots and known texts, per server.
+    pub statements: families::statements::State,
     /// The system log's writer.
     pub journal: Journal,
     /// The effective runtime settings; task loops watch it to reschedule.
@@ -117,6 +128,7 @@ impl Ctx {
             servers: servers::Registry::default(),
             rollup_lock: tokio::sync::Mutex::new(()),
             busy_since: Default::default(),
+            statements: Default::default(),
             journal: Journal::new(PROCESS, Some(instance)),
             settings,
         })

@@ -5,14 +5,13 @@
 //! snapshot's key contains it, so collecting a slot twice writes nothing twice.
 
 use crate::Ctx;
-use crate::queries;
+use crate::families::{self, Cx, Family};
 use crate::servers::{Server, settings_error};
-use crate::writer::Batch;
+use crate::writer::{Batch, Rows};
 use chrono::{DateTime, Months, TimeZone, Utc};
 use futures::StreamExt;
 use pgmon_shared::remote::{self, RemoteError, SessionOpts};
-use pgmon_shared::ssh;
-use pgmon_shared::store::stats::{AvailabilityRow, DbSizeRow, DiskUsageRow};
+use pgmon_shared::store::stats::AvailabilityRow;
 use pgmon_shared::store::system_log::{self, Level, NewEntry};
 use pgmon_shared::store::{self, StoreError, collectors};
 use std::collections::HashSet;
@@ -23,10 +22,6 @@ use tokio_util::sync::CancellationToken;
 
 /// A claim whose collector has not sent a heartbeat for this long may be taken over.
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
-/// The overall deadline of one SSH disk-usage call.
-const SSH_DEADLINE: Duration = Duration::from_secs(15);
-/// System-log entries per server and hour about its SSH failures (per level).
-const SSH_LOGS_PER_HOUR: u32 = 2;
 /// Pseudo server id of the maintenance claim: one collector runs maintenance per slot.
 const MAINTENANCE_CLAIM_ID: i64 = 0;
 
@@ -35,11 +30,18 @@ pub enum Task {
     Stats,
     Sizes,
     DbInfo,
+    Activity,
     Maintenance,
 }
 
 impl Task {
-    pub const ALL: [Task; 4] = [Task::Stats, Task::Sizes, Task::DbInfo, Task::Maintenance];
+    pub const ALL: [Task; 5] = [
+        Task::Stats,
+        Task::Sizes,
+        Task::DbInfo,
+        Task::Activity,
+        Task::Maintenance,
+    ];
 
     /// Position in [`Task::ALL`].
     pub fn index(self) -> usize {
@@ -47,7 +49,8 @@ impl Task {
             Task::Stats => 0,
             Task::Sizes => 1,
             Task::DbInfo => 2,
-            Task::Maintenance => 3,
+            Task::Activity => 3,
+            Task::Maintenance => 4,
         }
     }
 
@@ -56,6 +59,7 @@ impl Task {
             Task::Stats => "stats",
             Task::Sizes => "sizes",
             Task::DbInfo => "db_info",
+            Task::Activity => "activity",
             Task::Maintenance => "maintenance",
         }
     }
@@ -68,6 +72,7 @@ impl Task {
             Task::Stats => s.collect_interval(),
             Task::Sizes => s.size_update_interval(),
             Task::DbInfo => s.db_check_interval(),
+            Task::Activity => Duration::from_secs(ctx.cfg.collector.activity_interval_secs.max(1)),
             Task::Maintenance => Duration::from_secs(ctx.cfg.collector.maintenance_interval_secs.max(1)),
         }
     }
@@ -78,6 +83,8 @@ impl Task {
             Task::Stats => system_log::source::COLLECTOR_STATS,
             Task::Sizes => system_log::source::COLLECTOR_SIZES,
             Task::DbInfo => system_log::source::COLLECTOR_DB_INFO,
+            // The original has no activity source; its runs are the statistics collector's kind.
+            Task::Activity => system_log::source::COLLECTOR_STATS,
             Task::Maintenance => system_log::source::MAINTENANCE,
         }
     }
@@ -88,6 +95,7 @@ impl Task {
             Task::Stats => "statistics",
             Task::Sizes => "sizes",
             Task::DbInfo => "database list",
+            Task::Activity => "activity",
             Task::Maintenance => "maintenance",
         }
     }
@@ -288,12 +296,7 @@ pub async fn run(
         .for_each_concurrent(ctx.cfg.collector.concurrency, |server| {
             let (up, rows, failures) = (&up, &rows, &failures);
             async move {
-                let (batch, outcome) = match task {
-                    Task::Stats => stats(ctx, &server, slot, &opts).await,
-                    Task::Sizes => sizes(ctx, &server, slot, &opts).await,
-                    Task::DbInfo => db_info(ctx, &server, &opts).await,
-                    Task::Maintenance => (None, Ok(())),
-                };
+                let (batch, outcome) = collect_server(ctx, task, &server, slot, &opts).await;
                 match outcome {
                     Ok(()) => {
                         up.fetch_add(1, Ordering::Relaxed);
@@ -304,9 +307,9 @@ pub async fn run(
                         }
                     }
                 }
-                if let Some(b) = batch {
-                    rows.fetch_add(b.rows(), Ordering::Relaxed);
-                    ctx.writer.push(b);
+                if !batch.rows.is_empty() {
+                    rows.fetch_add(batch.rows(), Ordering::Relaxed);
+                    ctx.writer.push(batch);
                 }
             }
         })
@@ -344,19 +347,107 @@ async fn connect(
     }
 }
 
-fn reason(e: &RemoteError) -> String {
-    format!("{}: {}", e.class.as_str(), e.message)
-}
-
-/// The stats snapshot and the availability sample; a server that does not answer still gets its
-/// "down" sample.
-async fn stats(
+/// One server's snapshot for `task`: one connection shared by the task's families (none if no family
+/// needs one), the availability sample for the stats task, and every family's rows. The outcome
+/// names what failed; a family's failure does not make the server down.
+async fn collect_server(
     ctx: &Ctx,
+    task: Task,
     server: &Server,
     slot: DateTime<Utc>,
     opts: &SessionOpts,
-) -> (Option<Batch>, Result<(), String>) {
-    let sample = |up: bool, latency: Option<f64>, e: Option<&RemoteError>| AvailabilityRow {
+) -> (Batch, Result<(), String>) {
+    let families: Vec<&dyn Family> = families::ALL
+        .iter()
+        .copied()
+        .filter(|f| f.task() == task)
+        .collect();
+    let mut batch = Batch::default();
+    let mut problems = Vec::new();
+    let conn = if families.iter().any(|f| f.needs_connection()) {
+        Some(connect(ctx, server, opts).await)
+    } else {
+        None
+    };
+    let (client, latency) = match conn {
+        Some(Ok((c, latency))) => (Some(c), Some(latency)),
+        Some(Err(e)) => {
+            problems.push(families::reason(&e));
+            if task == Task::Stats {
+                batch
+                    .rows
+                    .push(Rows::Availability(sample(server, slot, false, None, Some(&e))));
+            }
+            (None, None)
+        }
+        None => (None, None),
+    };
+    let info = match &client {
+        Some(c) => match families::server_info(c, opts).await {
+            Ok(i) => Some(i),
+            Err(e) => {
+                problems.push(families::reason(&e));
+                if task == Task::Stats {
+                    batch
+                        .rows
+                        .push(Rows::Availability(sample(server, slot, false, latency, Some(&e))));
+                }
+                None
+            }
+        },
+        None => None,
+    };
+    let cx = Cx {
+        ctx,
+        server,
+        slot,
+        client: if info.is_some() { client.as_ref() } else { None },
+        info,
+        opts,
+    };
+    let mut stats_failed = None;
+    for f in families {
+        if f.needs_connection() && cx.info.is_none() {
+            continue;
+        }
+        match f.collect(&cx).await {
+            Ok(rows) => batch.rows.extend(rows),
+            Err(why) => {
+                tracing::warn!(server = %server.row.name, family = f.name(), error = %why, "collecting failed");
+                if f.name() == "stat_database" {
+                    stats_failed = Some(why.clone());
+                }
+                problems.push(why);
+            }
+        }
+    }
+    if task == Task::Stats && cx.info.is_some() {
+        // Up when the server answered its statistics.
+        let e = stats_failed.map(|why| RemoteError::new(pgmon_shared::remote::ErrorClass::Other, why));
+        batch.rows.push(Rows::Availability(sample(
+            server,
+            slot,
+            e.is_none(),
+            latency,
+            e.as_ref(),
+        )));
+    }
+    let outcome = if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join(", "))
+    };
+    (batch, outcome)
+}
+
+fn sample(
+    server: &Server,
+    slot: DateTime<Utc>,
+    up: bool,
+    latency: Option<f64>,
+    e: Option<&RemoteError>,
+) -> AvailabilityRow {
+    AvailabilityRow {
         server_id: server.id(),
         slot,
         collected_at: Utc::now(),
@@ -364,195 +455,6 @@ async fn stats(
         latency_ms: latency,
         error_class: e.map(|e| e.class.as_str().to_string()),
         error: e.map(|e| e.message.clone()),
-    };
-    let (client, latency) = match connect(ctx, server, opts).await {
-        Ok(c) => c,
-        Err(e) => {
-            let b = Batch::Stats {
-                availability: sample(false, None, Some(&e)),
-                rows: Vec::new(),
-            };
-            return (Some(b), Err(reason(&e)));
-        }
-    };
-    match queries::stat_database(&client, opts, server.id(), slot).await {
-        Ok(rows) => {
-            let b = Batch::Stats {
-                availability: sample(true, Some(latency), None),
-                rows,
-            };
-            (Some(b), Ok(()))
-        }
-        Err(e) => {
-            tracing::warn!(server = %server.row.name, error = %e, "reading pg_stat_database failed");
-            let b = Batch::Stats {
-                availability: sample(false, Some(latency), Some(&e)),
-                rows: Vec::new(),
-            };
-            (Some(b), Err(reason(&e)))
-        }
-    }
-}
-
-async fn sizes(
-    ctx: &Ctx,
-    server: &Server,
-    slot: DateTime<Utc>,
-    opts: &SessionOpts,
-) -> (Option<Batch>, Result<(), String>) {
-    let mut rows = Vec::new();
-    let mut problems = Vec::new();
-    match connect(ctx, server, opts).await {
-        Ok((client, _)) => match queries::sizable_databases(&client, opts).await {
-            Ok(dbs) => {
-                for (oid, name) in dbs {
-                    match queries::database_size(&client, opts, oid).await {
-                        Ok(size) => rows.push(DbSizeRow {
-                            server_id: server.id(),
-                            slot,
-                            datname: name,
-                            collected_at: Utc::now(),
-                            size_bytes: size,
-                        }),
-                        Err(e) => {
-                            tracing::warn!(server = %server.row.name, database = %name, error = %e, "pg_database_size failed");
-                            problems.push(format!("size of {name:?}: {}", reason(&e)));
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(server = %server.row.name, error = %e, "listing databases failed");
-                problems.push(reason(&e));
-            }
-        },
-        Err(e) => {
-            tracing::debug!(server = %server.row.name, error = %e, "sizes: server not reachable");
-            problems.push(reason(&e));
-        }
-    }
-    let disk = match disk_usage(ctx, server, slot).await {
-        Ok(d) => d,
-        Err(why) => {
-            problems.push(why);
-            None
-        }
-    };
-    let outcome = if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join(", "))
-    };
-    if rows.is_empty() && disk.is_none() {
-        return (None, outcome);
-    }
-    (Some(Batch::Sizes { rows, disk }), outcome)
-}
-
-/// Disk usage of the server's data directory over SSH, with the host key pinned on first use.
-/// `Ok(None)` when the server has no SSH settings (or the store cannot say).
-async fn disk_usage(ctx: &Ctx, server: &Server, slot: DateTime<Utc>) -> Result<Option<DiskUsageRow>, String> {
-    if server.row.ssh_data_path.as_deref().is_none_or(str::is_empty) {
-        return Ok(None);
-    }
-    // The pinned host key is read fresh: a cached row could still say "nothing pinned" and let any
-    // key through (with the credentials) after another run pinned one. No store, no SSH.
-    let row = match store::servers::get_by_id(&ctx.pool, server.id()).await {
-        Ok(Some(row)) if row.enabled => row,
-        Ok(_) => return Ok(None),
-        Err(e) => {
-            tracing::debug!(server = %server.row.name, error = %e, "store unreachable; skipping SSH");
-            return Ok(None);
-        }
-    };
-    let Some(data_path) = row.ssh_data_path.as_deref().filter(|p| !p.is_empty()) else {
-        return Ok(None);
-    };
-    let target = match store::servers::ssh_target(&ctx.pool, &ctx.crypto, &row).await {
-        Ok(Some(t)) => t,
-        Ok(None) => return Ok(None),
-        Err(e) => {
-            let why = format!("ssh: cannot build the SSH target: {e}");
-            ssh_problem(ctx, server, Level::Error, &why);
-            return Err(why);
-        }
-    };
-    match ssh::disk_usage(&target, data_path, SSH_DEADLINE).await {
-        Ok(out) => {
-            if target.expected_fingerprint.is_none() {
-                match store::servers::pin_host_key(&ctx.pool, server.id(), &out.host_key_fingerprint).await {
-                    Ok(true) => {
-                        tracing::info!(server = %server.row.name, fingerprint = %out.host_key_fingerprint, "pinned SSH host key")
-                    }
-                    Ok(false) => {
-                        tracing::warn!(server = %server.row.name, "another SSH host key was pinned meanwhile; discarding the measurement");
-                        return Ok(None);
-                    }
-                    Err(e) => {
-                        tracing::warn!(server = %server.row.name, error = %e, "cannot pin the SSH host key");
-                        return Ok(None);
-                    }
-                }
-            }
-            let v = out.value;
-            Ok(Some(DiskUsageRow {
-                server_id: server.id(),
-                slot,
-                collected_at: Utc::now(),
-                mount: v.mount,
-                total_bytes: i64::try_from(v.total_bytes).unwrap_or(i64::MAX),
-                used_bytes: i64::try_from(v.used_bytes).unwrap_or(i64::MAX),
-                available_bytes: i64::try_from(v.available_bytes).unwrap_or(i64::MAX),
-            }))
-        }
-        Err(e) => {
-            let why = format!("ssh: {e}");
-            let level = if e.class == ssh::SshErrorClass::HostKeyMismatch {
-                Level::Error
-            } else {
-                Level::Warning
-            };
-            ssh_problem(ctx, server, level, &why);
-            Err(why)
-        }
-    }
-}
-
-/// An SSH failure in the system log: a few an hour per server, so an unreachable host every
-/// cycle does not fill it.
-fn ssh_problem(ctx: &Ctx, server: &Server, level: Level, why: &str) {
-    let entry = NewEntry::new(
-        level,
-        system_log::source::COLLECTOR_SIZES,
-        format!("SSH to server {} failed", server.row.name),
-    )
-    .details(why)
-    .server(server.id());
-    ctx.journal.log_limited(
-        &format!("ssh:{}:{level:?}", server.id()),
-        SSH_LOGS_PER_HOUR,
-        entry,
-    );
-}
-
-async fn db_info(ctx: &Ctx, server: &Server, opts: &SessionOpts) -> (Option<Batch>, Result<(), String>) {
-    let (client, _) = match connect(ctx, server, opts).await {
-        Ok(c) => c,
-        Err(e) => return (None, Err(reason(&e))),
-    };
-    match queries::databases(&client, opts).await {
-        Ok(dbs) => {
-            let b = Batch::DbInfo {
-                server_id: server.id(),
-                seen_at: Utc::now(),
-                dbs,
-            };
-            (Some(b), Ok(()))
-        }
-        Err(e) => {
-            tracing::warn!(server = %server.row.name, error = %e, "listing databases failed");
-            (None, Err(reason(&e)))
-        }
     }
 }
 
@@ -588,18 +490,20 @@ async fn maintenance(ctx: &Ctx, slot: DateTime<Utc>) -> Result<Option<(usize, St
     let dropped = store::stats::drop_partitions_before(&ctx.pool, cutoff).await?;
     let audit = store::audit::purge_older_than(&ctx.pool, settings.audit_retention_days()).await?;
     let logs = system_log::purge_older_than(&ctx.pool, settings.logs_retention_days()).await?;
+    let texts = store::history::statements::purge_texts_before(&ctx.pool, cutoff).await?;
     let tokens = store::tokens::purge_expired(&ctx.pool).await?;
     let claims = collectors::purge_before(&ctx.pool, now - chrono::Duration::days(2)).await?;
     crate::writer::refresh_rollups(&ctx.pool).await;
     let note = format!(
         "partitions created {created}, dropped {dropped} (before {}); audit events purged {audit} (older than {} days); \
-         log entries purged {logs} (older than {} days); expired tokens purged {tokens}; claims purged {claims}",
+         log entries purged {logs} (older than {} days); statement texts purged {texts}; expired tokens purged {tokens}; \
+         claims purged {claims}",
         cutoff.format("%Y-%m-%d"),
         settings.audit_retention_days(),
         settings.logs_retention_days(),
     );
     let touched = usize::try_from(created + dropped).unwrap_or(0)
-        + usize::try_from(audit + logs + tokens + claims).unwrap_or(usize::MAX);
+        + usize::try_from(audit + logs + texts + tokens + claims).unwrap_or(usize::MAX);
     Ok(Some((touched, note)))
 }
 

@@ -9,6 +9,16 @@
 use chrono::{DateTime, Utc};
 use pgmon_shared::journal::Journal;
 use pgmon_shared::store::collectors::{self, DatabaseInfo};
+use pgmon_shared::store::history::{
+    self,
+    activity::ActivityRow,
+    archiver::ArchiverRow,
+    checkpointer::CheckpointerRow,
+    io::IoRow,
+    replication::{SlotRow, StandbyRow},
+    statements::{StatementRow, TextRow},
+    wal::WalRow,
+};
 use pgmon_shared::store::stats::{self, AvailabilityRow, DbSizeRow, DiskUsageRow, StatDatabaseRow};
 use pgmon_shared::store::system_log::{self, Level, NewEntry};
 use pgmon_shared::store::{StoreError, rollups};
@@ -25,40 +35,82 @@ const GROUP_ROWS: usize = 10_000;
 /// Attempts of a group the store refuses for a reason other than being unreachable.
 const MAX_ATTEMPTS: u32 = 3;
 
-/// One snapshot of one server, written atomically.
+/// Rows of one family from one server's snapshot.
 #[derive(Debug, Clone)]
-pub enum Batch {
-    Stats {
-        availability: AvailabilityRow,
-        rows: Vec<StatDatabaseRow>,
-    },
-    Sizes {
-        rows: Vec<DbSizeRow>,
-        disk: Option<DiskUsageRow>,
-    },
-    DbInfo {
+pub enum Rows {
+    StatDatabase(Vec<StatDatabaseRow>),
+    Availability(AvailabilityRow),
+    DbSize(Vec<DbSizeRow>),
+    Disk(DiskUsageRow),
+    Databases {
         server_id: i64,
         seen_at: DateTime<Utc>,
         dbs: Vec<DatabaseInfo>,
     },
+    Activity(ActivityRow),
+    Standbys(Vec<StandbyRow>),
+    Slots(Vec<SlotRow>),
+    Checkpointer(CheckpointerRow),
+    Wal(WalRow),
+    Archiver(ArchiverRow),
+    Io(Vec<IoRow>),
+    Statements(Vec<StatementRow>),
+    StatementTexts(Vec<TextRow>),
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        match self {
+            Rows::StatDatabase(v) => v.len(),
+            Rows::DbSize(v) => v.len(),
+            Rows::Databases { dbs, .. } => dbs.len().max(1),
+            Rows::Standbys(v) => v.len(),
+            Rows::Slots(v) => v.len(),
+            Rows::Io(v) => v.len(),
+            Rows::Statements(v) => v.len(),
+            Rows::StatementTexts(v) => v.len(),
+            Rows::Availability(_)
+            | Rows::Disk(_)
+            | Rows::Activity(_)
+            | Rows::Checkpointer(_)
+            | Rows::Wal(_)
+            | Rows::Archiver(_) => 1,
+        }
+    }
+
+    fn slot(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Rows::StatDatabase(v) => v.first().map(|r| r.slot),
+            Rows::Availability(a) => Some(a.slot),
+            Rows::DbSize(v) => v.first().map(|r| r.slot),
+            Rows::Disk(d) => Some(d.slot),
+            Rows::Activity(a) => Some(a.slot),
+            Rows::Standbys(v) => v.first().map(|r| r.slot),
+            Rows::Slots(v) => v.first().map(|r| r.slot),
+            Rows::Checkpointer(r) => Some(r.slot),
+            Rows::Wal(r) => Some(r.slot),
+            Rows::Archiver(r) => Some(r.slot),
+            Rows::Io(v) => v.first().map(|r| r.slot),
+            Rows::Statements(v) => v.first().map(|r| r.slot),
+            Rows::Databases { .. } | Rows::StatementTexts(_) => None,
+        }
+    }
+}
+
+/// One snapshot of one server (every family of one task), written atomically.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub rows: Vec<Rows>,
 }
 
 impl Batch {
     /// Rows the batch holds, as counted against the buffer bound.
     pub fn rows(&self) -> usize {
-        match self {
-            Batch::Stats { rows, .. } => rows.len() + 1,
-            Batch::Sizes { rows, disk } => rows.len() + usize::from(disk.is_some()),
-            Batch::DbInfo { dbs, .. } => dbs.len().max(1),
-        }
+        self.rows.iter().map(Rows::len).sum::<usize>().max(1)
     }
 
-    fn slots(&self) -> Option<DateTime<Utc>> {
-        match self {
-            Batch::Stats { availability, .. } => Some(availability.slot),
-            Batch::Sizes { rows, disk } => rows.first().map(|r| r.slot).or(disk.as_ref().map(|d| d.slot)),
-            Batch::DbInfo { .. } => None,
-        }
+    fn slots(&self) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        self.rows.iter().filter_map(Rows::slot)
     }
 }
 
@@ -229,7 +281,7 @@ impl Writer {
                     self.done(rows, 0);
                 }
                 Err(e) if stats::is_missing_partition(&e) => {
-                    let slots: Vec<_> = group.iter().filter_map(Batch::slots).collect();
+                    let slots: Vec<_> = group.iter().flat_map(Batch::slots).collect();
                     let (from, to) = (slots.iter().min().copied(), slots.iter().max().copied());
                     self.requeue(group);
                     if let (Some(from), Some(to)) = (from, to) {
@@ -295,30 +347,54 @@ pub async fn write_group(pool: &PgPool, group: &[Batch], instance: Uuid) -> Resu
     let mut avail = Vec::new();
     let mut sizes = Vec::new();
     let mut disks = Vec::new();
+    let mut activity = Vec::new();
+    let mut standbys = Vec::new();
+    let mut slots = Vec::new();
+    let mut checkpointer = Vec::new();
+    let mut wal = Vec::new();
+    let mut archiver = Vec::new();
+    let mut io = Vec::new();
+    let mut statements = Vec::new();
+    let mut texts = Vec::new();
     let mut tx = pool.begin().await?;
-    for b in group {
-        match b {
-            Batch::Stats { availability, rows } => {
-                avail.push(availability.clone());
-                stat_rows.extend(rows.iter());
-            }
-            Batch::Sizes { rows, disk } => {
-                sizes.extend(rows.iter().cloned());
-                disks.extend(disk.iter().cloned());
-            }
-            Batch::DbInfo {
+    for r in group.iter().flat_map(|b| b.rows.iter()) {
+        match r {
+            Rows::StatDatabase(v) => stat_rows.extend(v.iter()),
+            Rows::Availability(a) => avail.push(a.clone()),
+            Rows::DbSize(v) => sizes.extend(v.iter().cloned()),
+            Rows::Disk(d) => disks.push(d.clone()),
+            Rows::Databases {
                 server_id,
                 seen_at,
                 dbs,
             } => {
                 collectors::apply_databases(&mut tx, *server_id, *seen_at, dbs).await?;
             }
+            Rows::Activity(a) => activity.push(a),
+            Rows::Standbys(v) => standbys.extend(v.iter()),
+            Rows::Slots(v) => slots.extend(v.iter()),
+            Rows::Checkpointer(c) => checkpointer.push(c),
+            Rows::Wal(w) => wal.push(w),
+            Rows::Archiver(a) => archiver.push(a),
+            Rows::Io(v) => io.extend(v.iter()),
+            Rows::Statements(v) => statements.extend(v.iter()),
+            Rows::StatementTexts(v) => texts.extend(v.iter()),
         }
     }
     stats::insert_stat_database(&mut tx, &stat_rows).await?;
     let written = stats::insert_availability(&mut tx, &avail).await?;
     stats::insert_db_size(&mut tx, &sizes).await?;
     stats::insert_disk_usage(&mut tx, &disks).await?;
+    history::activity::insert(&mut tx, &activity).await?;
+    history::replication::insert_standbys(&mut tx, &standbys).await?;
+    history::replication::insert_slots(&mut tx, &slots).await?;
+    history::checkpointer::insert(&mut tx, &checkpointer).await?;
+    history::wal::insert(&mut tx, &wal).await?;
+    history::archiver::insert(&mut tx, &archiver).await?;
+    history::io::insert(&mut tx, &io).await?;
+    // Texts first: a statement's row refreshes its text's last_seen.
+    history::statements::insert_texts(&mut tx, &texts).await?;
+    history::statements::insert(&mut tx, &statements).await?;
     let written: HashSet<(i64, DateTime<Utc>)> = written.into_iter().collect();
     let fresh: Vec<&AvailabilityRow> = avail
         .iter()
@@ -440,8 +516,8 @@ mod tests {
     use super::*;
 
     fn sample(server_id: i64) -> Batch {
-        Batch::Stats {
-            availability: AvailabilityRow {
+        Batch {
+            rows: vec![Rows::Availability(AvailabilityRow {
                 server_id,
                 slot: Utc::now(),
                 collected_at: Utc::now(),
@@ -449,8 +525,7 @@ mod tests {
                 latency_ms: None,
                 error_class: Some("timeout".into()),
                 error: Some("connect: no answer within 5.0 s".into()),
-            },
-            rows: Vec::new(),
+            })],
         }
     }
 
@@ -465,8 +540,8 @@ mod tests {
         let group = w.take_group();
         let ids: Vec<i64> = group
             .iter()
-            .map(|b| match b {
-                Batch::Stats { availability, .. } => availability.server_id,
+            .map(|b| match b.rows.first() {
+                Some(Rows::Availability(a)) => a.server_id,
                 _ => 0,
             })
             .collect();

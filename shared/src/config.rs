@@ -154,6 +154,10 @@ pub struct CollectorConfig {
     pub retention_months: u32,
     /// Days the system log (`GET /api/logs`) keeps its entries; maintenance purges older ones.
     pub logs_retention_days: u32,
+    /// Interval of the activity task: sessions by state, waits, horizons, replication lag and slots.
+    pub activity_interval_secs: u64,
+    /// Statements kept per server and stats slot (by execution time in the slot); 0: none.
+    pub statements_top: usize,
     /// How many servers one task collects at once.
     pub concurrency: usize,
     /// Rows kept in memory while the store is unreachable; beyond this the oldest are dropped and counted.
@@ -172,6 +176,8 @@ impl Default for CollectorConfig {
             db_check_interval_secs: 1800,
             retention_months: 12,
             logs_retention_days: 30,
+            activity_interval_secs: 60,
+            statements_top: 100,
             concurrency: 32,
             buffer_max_rows: 1_000_000,
             maintenance_interval_secs: 3600,
@@ -393,6 +399,10 @@ impl Config {
                 self.collector.maintenance_interval_secs,
             ),
             (
+                "collector.activity_interval_secs",
+                self.collector.activity_interval_secs,
+            ),
+            (
                 "collector.size_statement_timeout_secs",
                 self.collector.size_statement_timeout_secs,
             ),
@@ -406,6 +416,9 @@ impl Config {
         }
         if self.collector.logs_retention_days == 0 {
             return bad("collector.logs_retention_days", "must be at least 1");
+        }
+        if self.collector.statements_top > 10_000 {
+            return bad("collector.statements_top", "must be at most 10000");
         }
         if self.collector.concurrency == 0 {
             return bad("collector.concurrency", "must be at least 1");

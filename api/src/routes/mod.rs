@@ -4,6 +4,7 @@ pub mod activity;
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod history;
 pub mod logs;
 pub mod servers;
 pub mod settings;
@@ -24,6 +25,7 @@ pub fn apis() -> (
     servers::ServersApi,
     ssh_keys::SshKeysApi,
     stats::StatsApi,
+    history::HistoryApi,
     activity::ActivityApi,
     audit::AuditApi,
     settings::SettingsApi,
@@ -36,6 +38,7 @@ pub fn apis() -> (
         servers::ServersApi,
         ssh_keys::SshKeysApi,
         stats::StatsApi,
+        history::HistoryApi,
         activity::ActivityApi,
         audit::AuditApi,
         settings::SettingsApi,

@@ -701,12 +701,12 @@ fn db_not_found(server: &str, db: &str) -> ApiError {
 }
 
 /// The effective statistics interval (a runtime setting), in seconds.
-async fn collect_interval(state: &AppState) -> i64 {
+pub(crate) async fn collect_interval(state: &AppState) -> i64 {
     i64::try_from(state.settings().await.collect_interval().as_secs()).unwrap_or(600)
 }
 
 /// Validates the range and picks the step; every error is a 400 that says what is wrong.
-fn window(
+pub(crate) fn window(
     interval: i64,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,

@@ -5,6 +5,8 @@ pub mod audit;
 pub mod chunk;
 pub mod chunk_cache;
 pub mod collectors;
+pub mod family_series;
+pub mod history;
 pub mod rollups;
 pub mod servers;
 pub mod settings;
