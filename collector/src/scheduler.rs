@@ -108,7 +108,7 @@ pub async fn once(ctx: Arc<Ctx>, tasks: &[Task], rollups: bool) -> anyhow::Resul
     }
     let flushed = ctx.writer.flush(Duration::from_secs(30)).await;
     if rollups && flushed && tasks.contains(&Task::Stats) {
-        crate::writer::refresh_rollups(&ctx.pool).await;
+        crate::writer::refresh_new_rollups(&ctx.pool).await;
     }
     ctx.journal.flush(Duration::from_secs(5)).await;
     stop.cancel();
@@ -402,7 +402,7 @@ async fn task_loop(
                     return;
                 };
                 if ctx.writer.flush(every).await {
-                    crate::writer::refresh_rollups(&ctx.pool).await;
+                    crate::writer::refresh_new_rollups(&ctx.pool).await;
                 }
             });
         }

@@ -503,7 +503,16 @@ async fn log_transitions(
     system_log::insert(&mut *conn, crate::PROCESS, Some(instance), &entries).await
 }
 
-/// Refreshes the read API's rollups; a failure is logged and the next refresh catches up.
+/// Rolls up the slots written since the last refresh (after each stats slot).
+pub async fn refresh_new_rollups(pool: &PgPool) {
+    match rollups::refresh_new(pool).await {
+        Ok(n) => tracing::debug!(rows = n, "rollups refreshed"),
+        Err(e) => tracing::warn!(error = %e, "refreshing rollups failed"),
+    }
+}
+
+/// Refreshes the read API's rollups with the lookback (maintenance); a failure is logged and the
+/// next refresh catches up.
 pub async fn refresh_rollups(pool: &PgPool) {
     match rollups::refresh_rollups(pool).await {
         Ok(n) => tracing::debug!(rows = n, "rollups refreshed"),
