@@ -383,6 +383,8 @@ pub async fn refresh_batch(pool: &PgPool, ids: &[i64], lookback: bool) -> Result
     Ok(rows)
 }
 
+type MaybeAt = Option<DateTime<Utc>>;
+
 fn split(v: &[(i64, DateTime<Utc>, DateTime<Utc>)]) -> (Vec<i64>, Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) {
     (
         v.iter().map(|x| x.0).collect(),
@@ -398,7 +400,7 @@ async fn pack(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> Result<u64> {
     let mut rows = 0;
     for res in PACKED {
         let len = chunk_secs(res);
-        let bounds: Vec<(i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
+        let bounds: Vec<(i64, MaybeAt, MaybeAt)> =
             sqlx::query_as(AssertSqlSafe(format!(
                 "SELECT s.server_id,
                         (SELECT packed_until FROM stat_rollup_packed p WHERE p.server_id = s.server_id AND p.res = $2),
