@@ -1,7 +1,7 @@
 //! Benchmark of the statements family on a server with BENCH_STATEMENTS (5,000) statements and
 //! BENCH_TEXT_KB (100) KiB of query text each (500 MB): per stats slot of a running collector (the
 //! first, which only takes the baseline; the second, which stores the top 100 and fetches their
-//! texts; later ones), its wall time, the collector's CPU time and RSS, and the bytes the server
+//! texts; later ones) under a workload running 300 of the statements per slot, its wall time, the collector's CPU time and RSS, and the bytes the server
 //! sent, counted by a TCP relay in front of it; against one plain `SELECT * FROM
 //! pg_stat_statements` through the same relay. Run it with `scripts/bench-statements.sh`.
 
@@ -75,7 +75,7 @@ async fn main() {
         pgmon_tests::cluster::default_major(),
         &format!(
             "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.max = {}\n\
-             pg_stat_statements.track = top",
+             pg_stat_statements.track = top\npg_stat_statements.track_utility = off",
             statements + 1000
         ),
     );
@@ -147,6 +147,30 @@ async fn main() {
         .at_port(port)
         .register(&store, &env.fernet_key, "busy")
         .await;
+    // A workload: 300 different statements of the 5,000 between two slots, so that each slot's top
+    // 100 changes and texts are fetched.
+    let load_port = cluster.port;
+    let load_pad = pad.clone();
+    let workload = tokio::spawn(async move {
+        let mut c = sqlx::postgres::PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(load_port)
+            .username("postgres")
+            .database("postgres")
+            .connect()
+            .await
+            .expect("connect");
+        let mut i: usize = 0;
+        loop {
+            i = (i + 7919) % statements;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM t{i} /* {load_pad} */"
+            )))
+            .execute(&mut c)
+            .await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    });
     let collector = Proc::spawn(
         &bin("pgmon-collector"),
         &env.config_path,
@@ -170,14 +194,15 @@ async fn main() {
         // Wait for the next stats run to be recorded.
         let deadline = Instant::now() + Duration::from_secs(120);
         let (slot, ms) = loop {
-            let row: Option<(chrono::DateTime<chrono::Utc>, Option<serde_json::Value>)> = sqlx::query_as(
-                "SELECT (tasks->'stats'->>'slot')::timestamptz, tasks->'stats' FROM collector_instances
+            let row: Option<(Option<chrono::DateTime<chrono::Utc>>, Option<serde_json::Value>)> =
+                sqlx::query_as(
+                    "SELECT (tasks->'stats'->>'slot')::timestamptz, tasks->'stats' FROM collector_instances
                  WHERE stopped_at IS NULL ORDER BY last_seen_at DESC LIMIT 1",
-            )
-            .fetch_optional(&store)
-            .await
-            .expect("heartbeat");
-            if let Some((slot, Some(t))) = row
+                )
+                .fetch_optional(&store)
+                .await
+                .expect("heartbeat");
+            if let Some((Some(slot), Some(t))) = row
                 && Some(slot) != last_slot
             {
                 break (slot, t["duration_ms"].as_u64().unwrap_or(0));
@@ -208,4 +233,5 @@ async fn main() {
         last_cpu = cpu;
         last_bytes = bytes;
     }
+    workload.abort();
 }
