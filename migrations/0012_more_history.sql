@@ -196,6 +196,10 @@ CREATE TABLE statement_texts (
     PRIMARY KEY (server_id, queryid)
 );
 
+-- A collector's own running totals (rows written, dropped and pending, claims taken over, task runs
+-- and their time), refreshed with its heartbeat, for pgmon-api's /metrics.
+ALTER TABLE collector_instances ADD COLUMN counters jsonb NOT NULL DEFAULT '{}';
+
 -- The partition functions cover the new tables.
 CREATE OR REPLACE FUNCTION pgmon_partitioned_tables() RETURNS text[]
 LANGUAGE sql IMMUTABLE AS $$

@@ -11,5 +11,5 @@ SELECT 'CREATE ROLE pgmon_test LOGIN SUPERUSER PASSWORD ''pgmon_test'''
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgmon_test') \gexec
 SQL
 export PGMON_TEST_PG_URL="${PGMON_TEST_PG_URL:-postgres://pgmon_test:pgmon_test@127.0.0.1:5432/postgres}"
-cargo build --release --locked --bins -p pgmon-collector -p pgmon-tests
+cargo build --release --locked --bins -p pgmon-api -p pgmon-collector -p pgmon-tests
 exec target/release/bench_collector

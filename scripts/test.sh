@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
-ensure_packages gcc openssh-server openssh-client procps curl iproute2 util-linux
+ensure_packages gcc openssh-server openssh-client procps curl iproute2 util-linux prometheus
 ensure_postgres
 python3 -c 'import cryptography' 2>/dev/null || ensure_packages python3-cryptography
 # schemathesis, pinned, in a virtualenv of its own (tests/tests/schemathesis.rs runs it).

@@ -154,7 +154,9 @@ fn complete_document(doc: &mut serde_json::Value) {
 }
 
 /// Methods served per path, from the document: a 405 names them in `Allow` (RFC 9110).
-struct AllowTable(Vec<(regex::Regex, String)>);
+/// Each path of the document as a pattern, with its methods and its template (`/servers/{name}`):
+/// the `Allow` header of a 405, and the route label of the request metrics.
+struct AllowTable(Vec<(regex::Regex, String, String)>);
 
 impl AllowTable {
     fn from_document(doc: &str) -> Self {
@@ -182,7 +184,7 @@ impl AllowTable {
                 .map(|(m, _)| m.to_uppercase())
                 .collect();
             methods.sort();
-            rows.push((re, methods.join(", ")));
+            rows.push((re, methods.join(", "), path.clone()));
         }
         Self(rows)
     }
@@ -190,8 +192,28 @@ impl AllowTable {
     fn allow(&self, path: &str) -> Option<&str> {
         self.0
             .iter()
-            .find(|(re, _)| re.is_match(path))
-            .map(|(_, m)| m.as_str())
+            .find(|(re, _, _)| re.is_match(path))
+            .map(|(_, m, _)| m.as_str())
+    }
+
+    /// The template a path is served by; `other` for anything else (never the raw path: the label
+    /// set would grow with every name a client tries).
+    fn route(&self, path: &str) -> &str {
+        if matches!(
+            path,
+            "/metrics" | "/docs" | "/api/docs" | "/openapi.json" | "/api/openapi.json"
+        ) {
+            return match path {
+                "/metrics" => "/metrics",
+                "/docs" | "/api/docs" => "/docs",
+                _ => "/openapi.json",
+            };
+        }
+        self.0
+            .iter()
+            .find(|(re, _, _)| re.is_match(path))
+            .map(|(_, _, t)| t.as_str())
+            .unwrap_or("other")
     }
 }
 
@@ -222,6 +244,7 @@ pub fn build_endpoint(state: AppState) -> impl Endpoint {
         .at("/api/openapi.json", spec)
         .at("/docs", ui.clone())
         .at("/api/docs", ui)
+        .at("/metrics", poem::get(crate::metrics::scrape))
         .nest("/api", openapi_service())
         .nest("/", openapi_service())
         .around(limit_body)
@@ -239,10 +262,21 @@ async fn allow_header<E: Endpoint>(
     allow: Arc<AllowTable>,
 ) -> poem::Result<Response> {
     let path = req.uri().path().to_string();
+    let method = req.method().to_string();
+    let requests = req.data::<AppState>().map(|s| s.requests.clone());
+    let started = Instant::now();
     let mut resp = match next.call(req).await {
         Ok(r) => r.into_response(),
         Err(e) => to_json_response(e).await,
     };
+    if let Some(r) = requests {
+        r.observe(
+            allow.route(&path),
+            &method,
+            resp.status().as_u16(),
+            started.elapsed(),
+        );
+    }
     if resp.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED
         && let Some(v) = allow
             .allow(&path)
@@ -317,6 +351,7 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
         trusted_proxies: Arc::new(cfg.api.trusted_proxy_nets()),
         live: crate::live::LiveStatuses::default(),
         journal: pgmon_shared::journal::Journal::new(crate::PROCESS, Some(uuid::Uuid::new_v4())),
+        requests: Default::default(),
         cfg: Arc::new(cfg),
         started: Instant::now(),
     })

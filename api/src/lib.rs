@@ -8,6 +8,7 @@ pub mod error;
 pub mod history_cache;
 pub mod import_original;
 pub mod live;
+pub mod metrics;
 pub mod payload;
 pub mod remote_pools;
 pub mod routes;

@@ -30,6 +30,8 @@ pub struct AppState {
     pub live: crate::live::LiveStatuses,
     /// This process's writer of the system log.
     pub journal: pgmon_shared::journal::Journal,
+    /// Requests answered, for `/metrics`.
+    pub requests: crate::metrics::own::Requests,
 }
 
 impl AppState {

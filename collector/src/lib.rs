@@ -105,6 +105,8 @@ pub struct Ctx {
     pub busy_since: [std::sync::atomic::AtomicI64; 5],
     /// The statements family's previous snapshots and known texts, per server.
     pub statements: families::statements::State,
+    /// Running totals for `/metrics`, sent with each heartbeat.
+    pub counters: Counters,
     /// The system log's writer.
     pub journal: Journal,
     /// The effective runtime settings; task loops watch it to reschedule.
@@ -129,6 +131,7 @@ impl Ctx {
             rollup_lock: tokio::sync::Mutex::new(()),
             busy_since: Default::default(),
             statements: Default::default(),
+            counters: Counters::default(),
             journal: Journal::new(PROCESS, Some(instance)),
             settings,
         })
@@ -137,6 +140,42 @@ impl Ctx {
     /// The effective runtime settings as last read.
     pub fn settings(&self) -> Settings {
         *self.settings.borrow()
+    }
+}
+
+/// This process's running totals (since it started), for pgmon-api's `/metrics`.
+#[derive(Default)]
+pub struct Counters {
+    /// Claims taken over from a collector whose heartbeat stopped.
+    pub claim_takeovers: std::sync::atomic::AtomicU64,
+    /// Per task (by [`Task::index`]): runs, and their milliseconds.
+    pub runs: [std::sync::atomic::AtomicU64; 5],
+    pub run_ms: [std::sync::atomic::AtomicU64; 5],
+}
+
+impl Ctx {
+    /// The totals as the heartbeat stores them.
+    pub fn counters_json(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        let w = self.writer.stats();
+        let mut tasks = serde_json::Map::new();
+        for t in Task::ALL {
+            tasks.insert(
+                t.as_str().into(),
+                serde_json::json!({
+                    "runs": self.counters.runs[t.index()].load(Relaxed),
+                    "run_seconds": self.counters.run_ms[t.index()].load(Relaxed) as f64 / 1000.0,
+                }),
+            );
+        }
+        serde_json::json!({
+            "rows_written": w.written_rows,
+            "rows_dropped": w.dropped_rows,
+            "rows_pending": w.pending_rows,
+            "claim_takeovers": self.counters.claim_takeovers.load(Relaxed),
+            "log_entries_pending": self.journal.pending(),
+            "tasks": tasks,
+        })
     }
 }
 

@@ -64,6 +64,11 @@ async fn reload(ctx: &Ctx) -> Vec<i64> {
 }
 
 async fn record(ctx: &Ctx, task: Task, summary: &Summary) {
+    ctx.counters.runs[task.index()].fetch_add(1, Ordering::Relaxed);
+    ctx.counters.run_ms[task.index()].fetch_add(
+        u64::try_from(summary.duration_ms).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
     let level_ok = summary.error.is_none();
     if level_ok {
         tracing::info!("{}", summary.line());
@@ -231,7 +236,7 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
             }
             _ = heartbeat.tick() => {
                 registered = if registered {
-                    matches!(collectors::heartbeat(&ctx.pool, ctx.instance).await, Ok(true))
+                    matches!(collectors::heartbeat(&ctx.pool, ctx.instance, ctx.counters_json()).await, Ok(true))
                         || register(&ctx).await
                 } else {
                     register(&ctx).await

@@ -268,7 +268,7 @@ pub async fn run(
     let ids: Vec<i64> = wanted.iter().map(|s| s.id()).collect();
     // Without the store there is nobody to share with: collect everything; the keyed, idempotent
     // writes keep a slot collected by two instances single.
-    let claimed: HashSet<i64> = match collectors::claim(
+    let claimed: HashSet<i64> = match collectors::claim_counted(
         &ctx.pool,
         ctx.instance,
         task.as_str(),
@@ -278,7 +278,19 @@ pub async fn run(
     )
     .await
     {
-        Ok(c) => c.into_iter().collect(),
+        Ok((c, taken)) => {
+            if taken > 0 {
+                tracing::info!(
+                    task = task.as_str(),
+                    servers = taken,
+                    "took over servers of a silent collector"
+                );
+                ctx.counters
+                    .claim_takeovers
+                    .fetch_add(taken as u64, Ordering::Relaxed);
+            }
+            c.into_iter().collect()
+        }
         Err(e) => {
             tracing::warn!(task = task.as_str(), error = %e, "cannot claim servers; collecting all of them");
             ids.iter().copied().collect()

@@ -35,6 +35,8 @@ pub struct Config {
     pub pools: PoolsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The JWT secret itself when given by the original's `SECRET_KEY` variable; never from the file.
     #[serde(skip)]
     pub jwt_secret_inline: Option<String>,
@@ -244,6 +246,33 @@ pub enum LogFormat {
     Json,
 }
 
+/// `GET /metrics` on pgmon-api: the fleet's newest values and both processes' own figures in the
+/// Prometheus text format. Off unless enabled; a scrape needs the bearer token of `token_file` (when
+/// set) and a client address in `allow`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub token_file: Option<PathBuf>,
+    pub allow: Vec<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            token_file: None,
+            allow: vec!["127.0.0.1/32".into(), "::1/128".into()],
+        }
+    }
+}
+
+impl MetricsConfig {
+    pub fn allow_nets(&self) -> Vec<ipnet::IpNet> {
+        self.allow.iter().filter_map(|p| parse_net(p).ok()).collect()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -372,6 +401,11 @@ impl Config {
                 return bad("api.trusted_proxies", &reason);
             }
         }
+        for p in &self.metrics.allow {
+            if let Err(reason) = parse_net(p) {
+                return bad("metrics.allow", &reason);
+            }
+        }
         if self.api.refresh_reuse_grace_secs > 300 {
             return bad("api.refresh_reuse_grace_secs", "must be at most 300");
         }
@@ -457,6 +491,7 @@ fn template_table() -> toml::Table {
         secrets: SecretsConfig::default(),
         pools: PoolsConfig::default(),
         log: LogConfig::default(),
+        metrics: MetricsConfig::default(),
         jwt_secret_inline: None,
     };
     toml::Table::try_from(&cfg).unwrap_or_default()

@@ -319,6 +319,7 @@ mod tests {
             last_seen_at: Utc::now(),
             stopped_at: None,
             tasks,
+            counters: serde_json::json!({}),
         }
     }
 

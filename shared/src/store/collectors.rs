@@ -29,12 +29,15 @@ pub async fn register_instance(pool: &PgPool, id: Uuid, host: &str, pid: u32, ve
 }
 
 /// Refreshes `last_seen_at`; false when the row is gone (then register again).
-pub async fn heartbeat(pool: &PgPool, id: Uuid) -> Result<bool> {
-    let n = sqlx::query("UPDATE collector_instances SET last_seen_at = now() WHERE instance_id = $1")
-        .bind(id)
-        .execute(pool)
-        .await?
-        .rows_affected();
+pub async fn heartbeat(pool: &PgPool, id: Uuid, counters: serde_json::Value) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE collector_instances SET last_seen_at = now(), counters = $2 WHERE instance_id = $1",
+    )
+    .bind(id)
+    .bind(counters)
+    .execute(pool)
+    .await?
+    .rows_affected();
     Ok(n > 0)
 }
 
@@ -74,12 +77,14 @@ pub struct Heartbeat {
     pub last_seen_at: DateTime<Utc>,
     pub stopped_at: Option<DateTime<Utc>>,
     pub tasks: serde_json::Value,
+    /// Running totals: see migration 0012.
+    pub counters: serde_json::Value,
 }
 
 /// Collectors that are running or stopped within the last day, newest first.
 pub async fn heartbeats(pool: &PgPool) -> Result<Vec<Heartbeat>> {
     Ok(sqlx::query_as(
-        "SELECT instance_id, host, pid, version, started_at, last_seen_at, stopped_at, tasks
+        "SELECT instance_id, host, pid, version, started_at, last_seen_at, stopped_at, tasks, counters
          FROM collector_instances
          WHERE stopped_at IS NULL OR stopped_at > now() - interval '1 day'
          ORDER BY last_seen_at DESC LIMIT 100",
@@ -98,15 +103,32 @@ pub async fn claim(
     server_ids: &[i64],
     stale_after: Duration,
 ) -> Result<Vec<i64>> {
+    Ok(claim_counted(pool, instance, task, slot, server_ids, stale_after)
+        .await?
+        .0)
+}
+
+/// [`claim`], and how many of the claims were taken over from a collector that stopped answering.
+pub async fn claim_counted(
+    pool: &PgPool,
+    instance: Uuid,
+    task: &str,
+    slot: DateTime<Utc>,
+    server_ids: &[i64],
+    stale_after: Duration,
+) -> Result<(Vec<i64>, usize)> {
     let mut ids = server_ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() {
-        return Ok(ids);
+        return Ok((ids, 0));
     }
     // Sorted ids lock rows in one order, so two collectors claiming overlapping sets cannot deadlock.
-    Ok(sqlx::query_scalar(
-        "INSERT INTO collector_claims AS c (server_id, task, slot, instance_id)
+    let rows: Vec<(i64, bool)> = sqlx::query_as(
+        "WITH before AS (
+             SELECT server_id, instance_id FROM collector_claims
+             WHERE task = $2 AND slot = $3 AND server_id = ANY($1))
+         INSERT INTO collector_claims AS c (server_id, task, slot, instance_id)
          SELECT id, $2, $3, $4 FROM unnest($1::bigint[]) AS id ORDER BY id
          ON CONFLICT (server_id, task, slot) DO UPDATE
              SET instance_id = excluded.instance_id, claimed_at = now()
@@ -114,7 +136,8 @@ pub async fn claim(
                 OR NOT EXISTS (SELECT 1 FROM collector_instances i
                                WHERE i.instance_id = c.instance_id AND i.stopped_at IS NULL
                                  AND i.last_seen_at > now() - make_interval(secs => $5))
-         RETURNING server_id",
+         RETURNING server_id,
+                   coalesce((SELECT b.instance_id <> $4 FROM before b WHERE b.server_id = c.server_id), false)",
     )
     .bind(&ids)
     .bind(task)
@@ -122,7 +145,9 @@ pub async fn claim(
     .bind(instance)
     .bind(stale_after.as_secs_f64())
     .fetch_all(pool)
-    .await?)
+    .await?;
+    let taken = rows.iter().filter(|(_, t)| *t).count();
+    Ok((rows.into_iter().map(|(id, _)| id).collect(), taken))
 }
 
 /// Deletes claims of slots before `before` and instances stopped or silent since then.

@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
 
     let env = TestEnv::new(
         "",
-        &format!("[collector]\nconcurrency = {concurrency}\nbuffer_max_rows = 1000000\n"),
+        &format!("[collector]\nconcurrency = {concurrency}\nbuffer_max_rows = 1000000\n\n[metrics]\nenabled = true\n"),
     )
     .await;
     let (code, out, err) = collector(&env.config_path, &["migrate"]);
@@ -109,6 +109,21 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     pgmon_shared::store::rollups::refresh_rollups(&store).await?;
     let full_rollup_secs = t.elapsed().as_secs_f64();
+
+    // One scrape of /metrics over the whole fleet, and what it does to pgmon-api's memory.
+    let api = env.spawn_api().await;
+    let rss_idle = pgmon_tests::bench::rss_kib(api.child.id());
+    let client = reqwest::Client::new();
+    let mut scrapes = Vec::new();
+    let mut body_len = 0;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let body = client.get(api.url("/metrics")).send().await?.bytes().await?;
+        scrapes.push(t.elapsed().as_secs_f64());
+        body_len = body.len();
+    }
+    let rss_after = pgmon_tests::bench::rss_kib(api.child.id());
+    drop(api);
 
     // The write path alone versus COPY, same rows, same table.
     let loaded: Vec<StatDatabaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -178,6 +193,15 @@ async fn main() -> anyhow::Result<()> {
         "  rollup refresh, full  {full_rollup_secs:.2} s (maintenance, hourly: the 2-hour lookback again, and purges)"
     );
     println!("  rows/s (end to end)   {:.0}", rows as f64 / wall);
+    println!(
+        "  /metrics scrape       {:.2} s first, {:.2} s and {:.2} s next; {:.1} MB; pgmon-api RSS {:.1} -> {:.1} MB",
+        scrapes[0],
+        scrapes[1],
+        scrapes[2],
+        body_len as f64 / 1e6,
+        rss_idle as f64 / 1024.0,
+        rss_after as f64 / 1024.0
+    );
     println!(
         "  write path            {:.0} rows/s ({} rows in {:.3} s)",
         n / insert_secs,
