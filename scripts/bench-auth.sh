@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_postgres
-export PGMON_TEST_PG_URL="${PGMON_TEST_PG_URL:-postgres://pgmon_test:pgmon_test@127.0.0.1:5432/postgres}"
+ensure_test_role
 cargo build --release --locked --bins -p pgmon-api -p pgmon-tests
 exec target/release/bench_auth

@@ -49,3 +49,13 @@ ensure_postgres() {
 pg_super() {
     as_postgres psql -X -q -v ON_ERROR_STOP=1 "$@"
 }
+
+# A superuser for the tests and benchmarks, with a password, so that they work whatever pg_hba.conf
+# says about TCP; exports PGMON_TEST_PG_URL (kept when already set).
+ensure_test_role() {
+    pg_super <<'SQL'
+SELECT 'CREATE ROLE pgmon_test LOGIN SUPERUSER PASSWORD ''pgmon_test'''
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgmon_test') \gexec
+SQL
+    export PGMON_TEST_PG_URL="${PGMON_TEST_PG_URL:-postgres://pgmon_test:pgmon_test@127.0.0.1:5432/postgres}"
+}

@@ -26,11 +26,7 @@ export PGMON_TEST_PG_MAJORS_DIR
 PGMON_TEST_PG_MAJORS_DIR=$(scripts/pg-majors.sh)
 
 # A superuser for the tests, with a password, so that they work whatever pg_hba.conf says about TCP.
-pg_super <<'SQL'
-SELECT 'CREATE ROLE pgmon_test LOGIN SUPERUSER PASSWORD ''pgmon_test'''
-WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgmon_test') \gexec
-SQL
-export PGMON_TEST_PG_URL="${PGMON_TEST_PG_URL:-postgres://pgmon_test:pgmon_test@127.0.0.1:5432/postgres}"
+ensure_test_role
 
 # Databases left behind by interrupted earlier runs.
 pg_super -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'pgmon\_test\_%'" | while read -r db; do

@@ -134,6 +134,26 @@ fn complete_document(doc: &mut serde_json::Value) {
             {
                 items.insert("nullable".into(), json!(true));
             }
+            // `Vec<Option<f64>>` of pgmon's other series: poem-openapi drops the items' nullability.
+            if name == "StatementDetail"
+                && is_array
+                && field != "time"
+                && let Some(items) = p.get_mut("items").and_then(Value::as_object_mut)
+            {
+                items.insert("nullable".into(), json!(true));
+            }
+            if name == "FamilySeries" && (field == "series" || field == "by") {
+                let mut cur = p.get_mut("additionalProperties");
+                if field == "by" {
+                    cur = cur.and_then(|v| v.get_mut("additionalProperties"));
+                }
+                if let Some(items) = cur
+                    .and_then(|v| v.get_mut("items"))
+                    .and_then(Value::as_object_mut)
+                {
+                    items.insert("nullable".into(), json!(true));
+                }
+            }
             if name == "DbInfoOut"
                 && field == "counters"
                 && let Some(values) = p.get_mut("additionalProperties").and_then(Value::as_object_mut)
