@@ -106,7 +106,7 @@ if [ -n "$ADMIN_PW" ]; then
     python3 - "$MON_PW" > "$DIR/server.json" <<'PY'
 import json, sys
 print(json.dumps({"name": "local", "host": "127.0.0.1", "port": 5432, "dbname": "postgres",
-                  "username": "pgmon_monitor", "password": sys.argv[1], "sslmode": "prefer",
+                  "user": "pgmon_monitor", "password": sys.argv[1], "sslmode": "prefer",
                   "description": "the PostgreSQL on this machine"}))
 PY
     chmod 600 "$DIR/server.json"
@@ -114,7 +114,7 @@ PY
         -H 'Content-Type: application/json' --data @"$DIR/server.json")
     rm -f "$DIR/server.json"
     case "$code" in
-        201|409) ;;
+        200|201|409) ;;
         *) log "registering the local server answered HTTP $code (see $DIR/api.log)" ;;
     esac
 fi
