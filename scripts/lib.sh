@@ -59,3 +59,22 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgmon_test') \gexec
 SQL
     export PGMON_TEST_PG_URL="${PGMON_TEST_PG_URL:-postgres://pgmon_test:pgmon_test@127.0.0.1:5432/postgres}"
 }
+
+# Builds the web UI into web/dist (Node.js 18 or later: Debian's nodejs and npm if none is there).
+# npm ci only when the lockfile changed since the last install; the build itself takes seconds.
+ensure_web_build() {
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    if [ "$major" -lt 18 ] || ! command -v npm >/dev/null 2>&1; then
+        ensure_packages nodejs npm
+        major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+        [ "$major" -ge 18 ] || die "Node.js 18 or later is needed to build the web UI (found $(node --version 2>/dev/null || echo none))"
+    fi
+    if ! cmp -s web/package-lock.json web/node_modules/.pgmon-lock 2>/dev/null; then
+        log "installing the web UI's packages (npm ci)"
+        (cd web && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed in web/"
+        cp web/package-lock.json web/node_modules/.pgmon-lock
+    fi
+    log "building the web UI"
+    (cd web && npm run --silent build) || die "the web UI's build failed"
+}

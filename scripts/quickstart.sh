@@ -3,7 +3,7 @@
 # installs and starts PostgreSQL, creates the pam_stats role and database, writes a config and secrets
 # under ./.pgmon/, builds in release, migrates, creates an admin (password printed once), registers the
 # local PostgreSQL as the first monitored server, starts pgmon-api and pgmon-collector in the background
-# (logs in ./.pgmon/) and prints the Swagger UI URL. Running it again rebuilds and restarts; it never
+# (logs in ./.pgmon/), builds the web UI (web/, with Node.js) and prints its URL and the Swagger UI's. Running it again rebuilds and restarts; it never
 # overwrites secrets, the config or existing users.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +51,7 @@ url = "postgres://pam_stats:$STORE_PW@127.0.0.1:5432/pam_stats"
 listen = "$LISTEN"
 # Plain HTTP on localhost: browsers drop Secure cookies there.
 secure_cookies = false
+web_dir = "$PWD/web/dist"
 
 [secrets]
 jwt_secret_file = "$DIR/jwt_secret"
@@ -59,6 +60,10 @@ TOML
     chmod 600 "$CONFIG"
 fi
 LISTEN=$(sed -n 's/^listen = "\(.*\)"/\1/p' "$CONFIG" | head -n 1)
+# Configs written before the web UI existed: point them at it.
+grep -q '^web_dir' "$CONFIG" || sed -i "s|^\[api\]\$|[api]\nweb_dir = \"$PWD/web/dist\"|" "$CONFIG"
+
+ensure_web_build
 
 log "building (release)"
 cargo build --release --locked --bins
@@ -126,4 +131,5 @@ if [ -n "$ADMIN_PW" ]; then
 else
     echo "admin login: admin (already created on an earlier run)"
 fi
+echo "Web UI:     $BASE/"
 echo "Swagger UI: $BASE/docs"

@@ -259,6 +259,7 @@ pub fn build_endpoint(state: AppState) -> impl Endpoint {
     }
     let spec = Arc::new(spec);
     let ui = Arc::new(ui);
+    let web_dir: Arc<std::path::Path> = Arc::from(state.cfg.api.web_dir.as_path());
     Route::new()
         .at("/openapi.json", spec.clone())
         .at("/api/openapi.json", spec)
@@ -267,6 +268,7 @@ pub fn build_endpoint(state: AppState) -> impl Endpoint {
         .at("/metrics", poem::get(crate::metrics::scrape))
         .nest("/api", openapi_service())
         .nest("/", openapi_service())
+        .around(move |next, req| crate::web::serve(next, req, web_dir.clone()))
         .around(limit_body)
         .around(invalidate_after_writes)
         .around(move |next, req| allow_header(next, req, allow.clone()))

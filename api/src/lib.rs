@@ -14,6 +14,7 @@ pub mod remote_pools;
 pub mod routes;
 pub mod state;
 pub mod store_cache;
+pub mod web;
 
 pub use cli::{Cli, run};
 

@@ -105,6 +105,9 @@ pub struct ApiConfig {
     /// Which signals operators may send to backends of monitored servers: `on` (cancel and
     /// terminate), `cancel` (cancel only) or `off` (a read-only API).
     pub backend_signals: String,
+    /// The built web UI (`web/dist`: `index.html` and `assets/`), served at `/`. When it holds no
+    /// `index.html`, `/` answers a page saying how to build it; the API is unaffected.
+    pub web_dir: std::path::PathBuf,
 }
 
 impl ApiConfig {
@@ -143,6 +146,7 @@ impl Default for ApiConfig {
             activity_query_chars: 2000,
             refresh_reuse_grace_secs: 30,
             backend_signals: "on".into(),
+            web_dir: "/usr/share/pgmon/web".into(),
         }
     }
 }

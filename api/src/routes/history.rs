@@ -127,6 +127,8 @@ impl From<StatementSort> for statements::Sort {
 #[derive(Debug, Object)]
 pub struct TopStatement {
     pub queryid: i64,
+    /// `queryid` in decimal: JavaScript's numbers keep only 53 bits, and queryids use all 64.
+    pub queryid_text: String,
     pub database: Option<String>,
     pub user: Option<String>,
     pub toplevel: bool,
@@ -297,6 +299,7 @@ impl HistoryApi {
                 .into_iter()
                 .map(|r| TopStatement {
                     queryid: r.queryid,
+                    queryid_text: r.queryid.to_string(),
                     database: r.datname,
                     user: r.usename,
                     toplevel: r.toplevel,

@@ -3,6 +3,7 @@
 pub mod activity;
 pub mod audit;
 pub mod auth;
+pub mod fleet;
 pub mod health;
 pub mod history;
 pub mod logs;
@@ -27,6 +28,7 @@ pub fn apis() -> (
     stats::StatsApi,
     history::HistoryApi,
     activity::ActivityApi,
+    fleet::FleetApi,
     audit::AuditApi,
     settings::SettingsApi,
     logs::LogsApi,
@@ -40,6 +42,7 @@ pub fn apis() -> (
         stats::StatsApi,
         history::HistoryApi,
         activity::ActivityApi,
+        fleet::FleetApi,
         audit::AuditApi,
         settings::SettingsApi,
         logs::LogsApi,

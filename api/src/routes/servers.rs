@@ -228,6 +228,8 @@ pub struct ServerOut {
     /// Every session on the server by state (`None`: background processes).
     pub connections: Option<BTreeMap<String, i64>>,
     pub uptime_hours: Option<f64>,
+    /// `max_connections` (pgmon addition: the fleet page shows sessions used of it).
+    pub max_connections: Option<i32>,
     /// Bytes available and in all on the data directory's file system (SSH).
     pub free_space: Option<i64>,
     pub total_space: Option<i64>,
@@ -331,6 +333,7 @@ fn server_out(s: ServerRow, key: Option<KeyInfo>, seen: Seen) -> ServerOut {
         uptime_hours: live
             .and_then(|l| l.uptime_secs)
             .map(|u| (u / 36.0).round() / 100.0),
+        max_connections: live.and_then(|l| l.max_connections),
         free_space: free,
         total_space: total,
         data_dir: live.and_then(|l| l.data_directory.clone()),

@@ -6,6 +6,7 @@ pub mod chunk;
 pub mod chunk_cache;
 pub mod collectors;
 pub mod family_series;
+pub mod fleet;
 pub mod history;
 pub mod rollups;
 pub mod servers;
