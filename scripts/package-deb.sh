@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds target/debian/pgmon_<version>_<arch>.deb with dpkg-deb (Debian's own tool): both binaries,
-# both systemd units, the sysusers and tmpfiles entries, /etc/pgmon/pgmon.toml as a conffile and the
-# maintainer scripts of packaging/debian. Prints the package's path.
+# both systemd units, the sysusers and tmpfiles entries, /etc/pgmon/pgmon.toml as a conffile, the
+# maintainer scripts of packaging/debian and the web UI (web/dist, built if absent) in
+# /usr/share/pgmon/web, where api.web_dir points by default. Prints the package's path.
 #
 # PGMON_DEB_PROFILE=debug packages the debug build; PGMON_DEB_BINDIR packages the binaries of that
 # directory without building (the tests do: they run inside `cargo test`, which holds the build
@@ -24,6 +25,8 @@ else
     bindir=target/debug
 fi
 
+[ -f web/dist/index.html ] || ensure_web_build >&2
+
 stage=$(mktemp -d)
 chmod 0755 "$stage"
 trap 'rm -rf "$stage"' EXIT
@@ -35,6 +38,9 @@ install -m 0644 systemd/pgmon.sysusers "$stage/usr/lib/sysusers.d/pgmon.conf"
 install -m 0644 packaging/tmpfiles.conf "$stage/usr/lib/tmpfiles.d/pgmon.conf"
 install -m 0640 packaging/pgmon.toml "$stage/etc/pgmon/pgmon.toml"
 install -m 0644 README.md "$stage/usr/share/doc/pgmon/README.md"
+install -d -m 0755 "$stage/usr/share/pgmon/web/assets"
+install -m 0644 web/dist/index.html "$stage/usr/share/pgmon/web/"
+find web/dist/assets -maxdepth 1 -type f ! -name '*.map' -exec install -m 0644 {} "$stage/usr/share/pgmon/web/assets/" \;
 printf 'pgmon\nLicense: see the project repository.\n' > "$stage/usr/share/doc/pgmon/copyright"
 install -m 0644 packaging/debian/conffiles "$stage/DEBIAN/conffiles"
 install -m 0755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm "$stage/DEBIAN/"

@@ -37,9 +37,7 @@ pgmon-api. <code>./scripts/quickstart.sh</code> does all of this.</p>
 
 /// Paths that always belong to the API or its documentation, whatever the client accepts.
 fn reserved(path: &str) -> bool {
-    path == "/api"
-        || path.starts_with("/api/")
-        || matches!(path, "/docs" | "/openapi.json" | "/metrics")
+    path == "/api" || path.starts_with("/api/") || matches!(path, "/docs" | "/openapi.json" | "/metrics")
 }
 
 /// A browser navigating: `text/html` is asked for, ahead of (or without) JSON.
@@ -76,7 +74,11 @@ fn route(req: &Request) -> Option<Hit> {
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        return Some(if ok { Hit::Asset(name.to_string()) } else { Hit::Missing });
+        return Some(if ok {
+            Hit::Asset(name.to_string())
+        } else {
+            Hit::Missing
+        });
     }
     if path == "/" || path == "/index.html" || (!reserved(path) && wants_html(req)) {
         return Some(Hit::Index);
@@ -111,8 +113,10 @@ async fn asset(dir: &Path, name: &str, req: &Request) -> poem::Result<Response> 
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
-    resp.headers_mut()
-        .insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     Ok(resp)
 }
 

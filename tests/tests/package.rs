@@ -92,9 +92,19 @@ async fn the_package_installs_verifies_and_upgrades_keeping_config_and_secrets()
         "usr/lib/sysusers.d/pgmon.conf",
         "usr/lib/tmpfiles.d/pgmon.conf",
         "usr/share/doc/pgmon/README.md",
+        // The web UI, where api.web_dir points by default.
+        "usr/share/pgmon/web/index.html",
     ] {
         assert_eq!(mode(&root.join(f)), 0o644, "{f}");
     }
+    let assets: Vec<_> = std::fs::read_dir(root.join("usr/share/pgmon/web/assets"))
+        .expect("web assets")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
+        .collect();
+    assert!(
+        assets.iter().any(|a| a.ends_with(".js")) && assets.iter().any(|a| a.ends_with(".css")),
+        "{assets:?}"
+    );
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).expect("passwd");
     let account = passwd
         .lines()

@@ -94,10 +94,7 @@ async fn every_page_in_a_real_browser() {
     env.add_user("view", "viewer", "viewer-password-1");
     let api = env.spawn_api().await;
     let store = env.db.pool().await;
-    primary
-        .login()
-        .register(&store, &env.fernet_key, "primary")
-        .await;
+    primary.login().register(&store, &env.fernet_key, "primary").await;
     let _collector = Proc::spawn(
         &bin("pgmon-collector"),
         &env.config_path,
@@ -177,7 +174,10 @@ async fn every_page_in_a_real_browser() {
                 .execute(&mut c)
                 .await
                 .expect("set");
-            sqlx::query("SELECT pg_sleep(600)").execute(&mut c).await.map(|_| ())
+            sqlx::query("SELECT pg_sleep(600)")
+                .execute(&mut c)
+                .await
+                .map(|_| ())
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -222,4 +222,46 @@ async fn every_page_in_a_real_browser() {
     holder.rollback().await.expect("rollback");
     let _ = tokio::time::timeout(Duration::from_secs(10), waiter).await;
     work.abort();
+}
+
+/// Without a built UI (`cargo build` needs no Node), `/` says how to build it, and the API keeps its
+/// paths: a browser's navigation gets the page, API clients get JSON as before.
+#[tokio::test]
+async fn without_a_built_ui_the_api_says_how_to_build_it() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let env = TestEnv::new(&format!("web_dir = \"{}\"", empty.path().display()), "").await;
+    let api = env.spawn_api().await;
+    let client = http::client();
+    let get = |path: &str, accept: &str| {
+        client
+            .get(format!("{}{path}", api.base))
+            .header("Accept", accept)
+            .send()
+    };
+    let nav = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    for (path, accept) in [("/", "*/*"), ("/", nav), ("/servers/db1", nav)] {
+        let r = get(path, accept).await.expect("get");
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap_or("")
+                .starts_with("text/html"),
+            "{path}"
+        );
+        let body = r.text().await.expect("body");
+        assert!(body.contains("npm ci &amp;&amp; npm run build"), "{path}: {body}");
+    }
+    // API clients are answered by the API, as before the UI existed.
+    let r = get("/servers/db1", "application/json, text/plain, */*")
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.expect("body").contains("detail"));
+    let r = get("/api/servers", nav).await.expect("get");
+    assert_eq!(r.status(), 401);
+    let r = get("/docs", nav).await.expect("get");
+    assert!(r.text().await.expect("body").contains("swagger"));
+    let r = get("/assets/app-missing.js", "*/*").await.expect("get");
+    assert_eq!(r.status(), 404);
 }

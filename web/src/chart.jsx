@@ -27,7 +27,7 @@ export function Chart({ title, x, series, format = (v) => String(v), height = 22
   const points = countPoints(series);
 
   useEffect(() => {
-    if (!box.current) return;
+    if (!box.current || points === 0) return;
     const fg = cssVar('--fg-muted', '#666');
     const grid = cssVar('--grid', 'rgba(128,128,128,0.15)');
     const axis = { stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
@@ -48,7 +48,8 @@ export function Chart({ title, x, series, format = (v) => String(v), height = 22
         y: { range: (u, min, max) => [yMin !== undefined ? Math.min(yMin, min ?? 0) : min ?? 0, max === min ? (max || 1) * 1.1 : max] },
       },
       axes: [
-        { ...axis },
+        // Time ticks at least 90 px apart: uPlot's two-line labels collide below that.
+        { ...axis, space: 90 },
         { ...axis, size: 70, values: (u, vals) => vals.map((v) => format(v)) },
       ],
       series: [
@@ -87,13 +88,12 @@ export function Chart({ title, x, series, format = (v) => String(v), height = 22
       ro.disconnect();
       u.destroy();
     };
-  }, [x, series, height, stacked, win]);
+  }, [x, series, height, stacked, win, points === 0]);
 
   return (
     <figure class="chart" data-points={points} data-title={title}>
       <figcaption>{title}</figcaption>
-      {points === 0 ? <div class="empty">{t('No data in this range')}</div> : null}
-      <div ref={box} class="plot" />
+      {points === 0 ? <div class="empty" style={{ height: `${height}px` }}>{t('No data in this range')}</div> : <div ref={box} class="plot" />}
     </figure>
   );
 }

@@ -6,14 +6,14 @@ import { setQuery } from './router.js';
 /** Loads `load()` now, when `deps` change, and every `every` ms while the tab is visible. A reload
  *  keeps the previous data on screen until the new answer arrives. */
 export function useData(load, deps, { every = 0 } = {}) {
-  const [state, set] = useState({ data: null, error: null, loading: true });
+  const [state, set] = useState({ data: null, error: null, loading: true, gen: 0 });
   const seq = useRef(0);
   const run = useCallback(async () => {
     const mine = ++seq.current;
     set((s) => ({ ...s, loading: true }));
     try {
       const data = await load();
-      if (mine === seq.current) set({ data, error: null, loading: false });
+      if (mine === seq.current) set((s) => ({ data, error: null, loading: false, gen: s.gen + 1 }));
     } catch (error) {
       if (mine === seq.current) set((s) => ({ data: s.data, error, loading: false }));
     }
@@ -42,8 +42,33 @@ export function Loading({ when }) {
 }
 
 /** A sortable table: `cols` = [{ key, label, render?, sort? (value for sorting), num? }]. */
-export function Table({ cols, rows, initial, rowKey, rowClass, empty, testid }) {
+/** Rows drawn beyond the viewport, above and below, when a table is windowed. */
+const OVERSCAN = 30;
+
+export function Table({ cols, rows, initial, rowKey, rowClass, empty, testid, gen, fixed, rowHeight }) {
   const [sort, setSort] = useState(initial || { key: null, desc: false });
+  // Windowing (`rowHeight` given, fixed layout): only the rows near the viewport are in the DOM,
+  // so a thousand-server fleet costs what forty rows do; spacer rows keep the scroll height.
+  const body = useRef(null);
+  const [win, setWin] = useState([0, 80]);
+  useEffect(() => {
+    if (!rowHeight) return undefined;
+    const on = () => {
+      const el = body.current;
+      if (!el) return;
+      const top = el.getBoundingClientRect().top;
+      const first = Math.max(0, Math.floor(-top / rowHeight) - OVERSCAN);
+      const count = Math.ceil(window.innerHeight / rowHeight) + 2 * OVERSCAN;
+      setWin((w) => (w[0] === first && w[1] === first + count ? w : [first, first + count]));
+    };
+    on();
+    addEventListener('scroll', on, { passive: true });
+    addEventListener('resize', on);
+    return () => {
+      removeEventListener('scroll', on);
+      removeEventListener('resize', on);
+    };
+  }, [rowHeight]);
   let shown = rows;
   if (sort.key) {
     const col = cols.find((c) => c.key === sort.key);
@@ -61,7 +86,13 @@ export function Table({ cols, rows, initial, rowKey, rowClass, empty, testid }) 
   }
   return (
     <div class="table-wrap">
-      <table data-testid={testid}>
+      <table data-testid={testid} data-gen={gen} data-rows={rows.length} aria-rowcount={rows.length + 1} class={(fixed || rowHeight ? 'fixed' : '') + (rowHeight ? ' windowed' : '')}>
+        {/* Fixed layout: column widths from here, so a thousand rows are laid out in one pass. */}
+        {fixed || rowHeight ? (
+          <colgroup>
+            {cols.map((c) => <col style={c.width ? { width: c.width } : undefined} />)}
+          </colgroup>
+        ) : null}
         <thead>
           <tr>
             {cols.map((c) => (
@@ -78,20 +109,22 @@ export function Table({ cols, rows, initial, rowKey, rowClass, empty, testid }) 
             ))}
           </tr>
         </thead>
-        <tbody>
+        <tbody ref={body}>
+          {rowHeight && win[0] > 0 ? <tr aria-hidden="true" style={{ height: `${Math.min(win[0], shown.length) * rowHeight}px` }} /> : null}
           {shown.length === 0 ? (
             <tr>
               <td colSpan={cols.length} class="muted">{empty || '—'}</td>
             </tr>
           ) : (
-            shown.map((r, i) => (
-              <tr key={rowKey ? rowKey(r) : i} class={rowClass ? rowClass(r) : ''}>
+            (rowHeight ? shown.slice(win[0], win[1]) : shown).map((r, i) => (
+              <tr key={rowKey ? rowKey(r) : i} class={rowClass ? rowClass(r) : ''} aria-rowindex={(rowHeight ? win[0] : 0) + i + 2} style={rowHeight ? { height: `${rowHeight}px` } : undefined}>
                 {cols.map((c) => (
                   <td class={c.num ? 'num' : c.cls || ''}>{c.render ? c.render(r) : r[c.key] ?? '—'}</td>
                 ))}
               </tr>
             ))
           )}
+          {rowHeight && win[1] < shown.length ? <tr aria-hidden="true" style={{ height: `${(shown.length - win[1]) * rowHeight}px` }} /> : null}
         </tbody>
       </table>
     </div>

@@ -40,7 +40,11 @@ pub struct ServerTrend {
 
 impl crate::payload::JsonSizeHint for FleetTrends {
     fn json_size_hint(&self) -> usize {
-        256 + self.servers.iter().map(|s| 160 + s.time.len() * 32).sum::<usize>()
+        256 + self
+            .servers
+            .iter()
+            .map(|s| 160 + s.time.len() * 32)
+            .sum::<usize>()
     }
 }
 

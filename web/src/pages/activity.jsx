@@ -84,7 +84,7 @@ export function ActivityPage({ name, query, user }) {
     { key: 'query', label: t('Query'), cls: 'q', render: (s) => <code title={s.query}>{s.query}</code> },
   ];
   if (may) {
-    cols.push({
+    cols.unshift({
       key: 'actions',
       label: '',
       nosort: true,

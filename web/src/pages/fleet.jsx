@@ -70,19 +70,19 @@ export function Fleet({ query }) {
   }, [servers.data]);
 
   const cols = [
-    { key: 'name', label: t('Name'), render: (s) => <Link href={`/servers/${enc(s.name)}`}>{s.name}</Link> },
-    { key: 'st', label: t('Status'), render: (s) => <StatusBadge server={s} /> },
-    { key: 'version', label: t('Version'), render: (s) => (s.version ? s.version.split(' ')[0] : '—') + (s.in_recovery ? ` · ${t('Standby').toLowerCase()}` : ''), sort: (s) => s.version_num },
-    { key: 'uptime_hours', label: t('Uptime'), num: true, render: (s) => (s.uptime_hours == null ? '—' : s.uptime_hours >= 48 ? `${num(s.uptime_hours / 24, 1)} d` : `${num(s.uptime_hours, 1)} h`) },
-    { key: 'conns', label: t('Connections'), num: true, sort: (s) => (s.max_connections ? s.conns / s.max_connections : s.conns), render: (s) => (s.conns == null ? '—' : <Bar used={s.conns} total={s.max_connections} label={`${s.conns} / ${s.max_connections ?? '?'}`} />) },
-    { key: 'tps', label: t('TPS'), num: true, render: (s) => (s.tr ? (
+    { key: 'name', width: '15%', label: t('Name'), render: (s) => <Link href={`/servers/${enc(s.name)}`}>{s.name}</Link> },
+    { key: 'st', width: '7%', label: t('Status'), render: (s) => <StatusBadge server={s} /> },
+    { key: 'version', width: '12%', label: t('Version'), render: (s) => (s.version ? s.version.split(' ')[0] : '—') + (s.in_recovery ? ` · ${t('Standby').toLowerCase()}` : ''), sort: (s) => s.version_num },
+    { key: 'uptime_hours', width: '7%', label: t('Uptime'), num: true, render: (s) => (s.uptime_hours == null ? '—' : s.uptime_hours >= 48 ? `${num(s.uptime_hours / 24, 1)} d` : `${num(s.uptime_hours, 1)} h`) },
+    { key: 'conns', width: '14%', label: t('Connections'), num: true, sort: (s) => (s.max_connections ? s.conns / s.max_connections : s.conns), render: (s) => (s.conns == null ? '—' : <Bar used={s.conns} total={s.max_connections} label={`${s.conns} / ${s.max_connections ?? '?'}`} />) },
+    { key: 'tps', width: '19%', label: t('TPS'), num: true, render: (s) => (s.tr ? (
       <span class="tps">
         <Sparkline values={s.tr.tps} />
         <span>{num(s.tps, 1)}</span>
       </span>
     ) : '—') },
-    { key: 'used', label: t('Disk'), num: true, sort: (s) => (s.total_space ? s.used / s.total_space : null), render: (s) => <Bar used={s.used} total={s.total_space} label={s.used == null ? '' : `${bytes(s.used, 0)} / ${bytes(s.total_space, 0)}`} /> },
-    { key: 'age', label: t('Data age'), num: true, render: (s) => (s.age == null ? '—' : <span class={s.age > STALE_SECS ? 'stale' : ''} title={s.tr.last_collected_at}>{ago(s.tr.last_collected_at)}</span>) },
+    { key: 'used', width: '16%', label: t('Disk'), num: true, sort: (s) => (s.total_space ? s.used / s.total_space : null), render: (s) => <Bar used={s.used} total={s.total_space} label={s.used == null ? '' : `${bytes(s.used, 0)} / ${bytes(s.total_space, 0)}`} /> },
+    { key: 'age', width: '10%', label: t('Data age'), num: true, render: (s) => (s.age == null ? '—' : <span class={s.age > STALE_SECS ? 'stale' : ''} title={s.tr.last_collected_at}>{ago(s.tr.last_collected_at)}</span>) },
   ];
 
   return (
@@ -97,10 +97,11 @@ export function Fleet({ query }) {
             </button>
           ))}
         </div>
+        <button onClick={() => { servers.reload(); trends.reload(); }}>{t('Refresh')}</button>
       </div>
       <ErrorBox error={servers.error} />
       <Loading when={!servers.data && servers.loading} />
-      {servers.data ? <Table testid="fleet" cols={cols} rows={rows} rowKey={(s) => s.name} initial={{ key: 'name', desc: false }} rowClass={(s) => 'st-' + s.st} /> : null}
+      {servers.data ? <Table testid="fleet" rowHeight={38} gen={servers.gen} cols={cols} rows={rows} rowKey={(s) => s.name} initial={{ key: 'name', desc: false }} rowClass={(s) => 'st-' + s.st} /> : null}
     </section>
   );
 }

@@ -1,7 +1,7 @@
 import { useMemo } from 'preact/hooks';
 import { api } from '../api.js';
 import { Chart } from '../chart.jsx';
-import { bytes, num, pct } from '../fmt.js';
+import { bytes, num, pct, secs } from '../fmt.js';
 import { t } from '../i18n.js';
 import { Link, enc } from '../router.js';
 import { ErrorBox, Loading, RangePicker, Table, secsOf, useData, useWindow, zoomTo } from '../ui.jsx';
@@ -115,12 +115,12 @@ export function ServerPage({ name, query }) {
           <Chart title={t('Transactions')} x={x} series={main.xacts} format={perSec} onZoom={zoomTo} win={win} />
           {sessions ? <Chart title={t('Sessions by state')} x={sessions.x} series={sessions.series} format={(v) => num(v, 1)} stacked onZoom={zoomTo} win={win} /> : null}
           <Chart title={t('Cache hit ratio')} x={x} series={main.cache} format={(v) => pct(v, 2)} onZoom={zoomTo} win={win} />
-          {perDb ? <Chart title={t('Database sizes')} x={perDb.x} series={perDb.series} format={(v) => bytes(v, 1)} onZoom={zoomTo} win={win} /> : null}
+          {perDb ? <Chart title={t('Database sizes')} x={perDb.x} series={perDb.series} format={(v) => bytes(v, 2)} onZoom={zoomTo} win={win} /> : null}
           {main.disk.length ? <Chart title={t('Disk')} x={x} series={main.disk} format={(v) => bytes(v, 0)} onZoom={zoomTo} win={win} /> : null}
           {main.avail.length ? <Chart title={t('Availability')} x={x} series={main.avail} format={(v) => pct(v, 0)} yMin={0} onZoom={zoomTo} win={win} /> : null}
           {checkpoints ? <Chart title={t('Checkpoints per hour')} x={checkpoints.x} series={checkpoints.series} format={(v) => num(v, 1)} onZoom={zoomTo} win={win} /> : null}
           {walSeries ? <Chart title={t('WAL generated')} x={walSeries.x} series={walSeries.series} format={(v) => bytes(v) + '/s'} onZoom={zoomTo} win={win} /> : null}
-          {lag && lag.series.length ? <Chart title={t('Replication lag')} x={lag.x} series={lag.series} format={(v) => num(v, 2) + ' s'} onZoom={zoomTo} win={win} /> : null}
+          {lag && lag.series.length ? <Chart title={t('Replication lag')} x={lag.x} series={lag.series} format={secs} onZoom={zoomTo} win={win} /> : null}
           {lagBytes && lagBytes.series.length ? <Chart title={t('Replication lag') + ', bytes'} x={lagBytes.x} series={lagBytes.series} format={(v) => bytes(v)} onZoom={zoomTo} win={win} /> : null}
         </div>
       ) : null}
