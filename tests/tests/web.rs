@@ -189,10 +189,11 @@ async fn every_page_in_a_real_browser() {
     std::fs::create_dir_all(&shots).expect("screenshot dir");
     let sb = standby.login();
     let script = repo().join("web/e2e/run.mjs");
+    let api_base = api.base.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(script)
-            .env("PGMON_URL", &api.base)
+            .env("PGMON_URL", &api_base)
             .env("SCREENSHOT_DIR", &shots)
             .env("CHROMIUM", chromium())
             .env("REPLICA_HOST", &sb.host)
@@ -206,7 +207,11 @@ async fn every_page_in_a_real_browser() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}\n{stderr}");
-    assert!(out.status.success(), "browser checks failed:\n{stdout}\n{stderr}");
+    if !out.status.success() {
+        let logs = api.logs();
+        let tail = &logs[logs.len().saturating_sub(6000)..];
+        panic!("browser checks failed:\n{stdout}\n{stderr}\npgmon-api's log, last lines:\n{tail}");
+    }
 
     // The cancel clicked in the UI ended the sleep on the server, with PostgreSQL's own message.
     let slept = tokio::time::timeout(Duration::from_secs(10), sleeper)

@@ -320,6 +320,27 @@ try {
     noErrors(phone);
   });
 
+  await check('tabs share the session: a new tab needs no login, a logout in one ends every tab', async () => {
+    const a = await newPage();
+    await login(a, ADMIN);
+    await a.locator('table[data-testid="fleet"] tbody tr').first().waitFor();
+    const b = await a.context().newPage();
+    b.errors = [];
+    b.on('pageerror', (e) => b.errors.push(e.message));
+    await b.goto(BASE + '/servers/primary/wraparound');
+    await b.locator('table[data-testid="wraparound"] tbody tr').first().waitFor({ timeout: 20000 });
+    assert(!b.url().includes('/login'), 'the second tab asked for a login');
+    await b.click('header button:has-text("Log out")');
+    await a.waitForURL(/\/login/, { timeout: 10000 });
+    await b.waitForURL(/\/login/, { timeout: 10000 });
+    const at = Date.now();
+    await a.waitForTimeout(3000);
+    const late = a.apiRequests.filter((r) => r.at > at);
+    assert(late.length === 0, `the first tab kept asking: ${late.map((r) => r.url).join(', ')}`);
+    noErrors(a);
+    noErrors(b);
+  });
+
   await check('viewer: no admin pages, no cancel or terminate buttons', async () => {
     const v = await newPage();
     await login(v, VIEWER);

@@ -155,7 +155,16 @@ export function windowOf(query, fallback = '24h') {
 /** [`windowOf`], computed once per URL: a preset's "now" must not move at every render, or every
  *  render would ask for new data. */
 export function useWindow(query, fallback = '24h') {
-  return useMemo(() => windowOf(query, fallback), [query.from, query.to, query.range, fallback]);
+  // A preset ("last 24 hours") moves with the clock: once a minute, so the charts follow without
+  // asking for every render.
+  const preset = !(query.from && query.to);
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    if (!preset) return undefined;
+    const id = setInterval(() => document.visibilityState === 'visible' && setTick((n) => n + 1), 60000);
+    return () => clearInterval(id);
+  }, [preset]);
+  return useMemo(() => windowOf(query, fallback), [query.from, query.to, query.range, fallback, tick]);
 }
 
 function localInput(d) {
