@@ -56,6 +56,18 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 StoreError::Unavailable(e.to_string())
             }
+            // The store refusing work rather than the query being wrong: connection exceptions
+            // (08), insufficient resources such as too many clients (53), shutting down or starting
+            // up (57P01-57P03). A 503 tells the client to retry; a 500 would blame pgmon.
+            sqlx::Error::Database(db)
+                if db.code().is_some_and(|c| {
+                    c.starts_with("08")
+                        || c.starts_with("53")
+                        || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+                }) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
             _ => StoreError::Other(e.to_string()),
         }
     }
