@@ -63,7 +63,13 @@ async fn the_package_installs_verifies_and_upgrades_keeping_config_and_secrets()
         Command::new("bash").arg(repo().join("scripts/debroot.sh")),
         "debroot.sh",
     );
-    let tarball = tarball.lines().last().expect("tarball").trim().to_string();
+    // The script prints the path; its progress lines (stderr, merged here) come around it.
+    let tarball = tarball
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with('/') && l.ends_with(".tar"))
+        .expect("debroot.sh printed no tarball path")
+        .to_string();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root");
     std::fs::create_dir(&root).expect("root");

@@ -135,6 +135,7 @@ pub struct ServerIn {
     pub in_recovery: Option<serde_json::Value>,
     pub connections: Option<serde_json::Value>,
     pub uptime_hours: Option<serde_json::Value>,
+    pub max_connections: Option<serde_json::Value>,
     pub free_space: Option<serde_json::Value>,
     pub total_space: Option<serde_json::Value>,
     pub data_dir: Option<serde_json::Value>,
