@@ -274,15 +274,18 @@ try {
     await page.locator('table[data-testid="audit"] tbody tr', { hasText: 'admin' }).first().waitFor();
     await shot(page, '15-audit');
     await page.goto(BASE + '/admin/settings');
+    // The field is filled once the settings arrive: wait for a value, not only for the field.
+    const filled = () => page.waitForFunction(() => /^\d+$/.test(document.querySelector('input[name=logs_retention_days]')?.value || ''));
+    await filled();
     const field = page.locator('input[name=logs_retention_days]');
-    await field.waitFor();
     const before = Number(await field.inputValue());
     await field.fill(String(before + 1));
     await page.click('button[type=submit]');
     await page.locator('.toast.ok').waitFor();
     await page.reload();
-    await page.locator('input[name=logs_retention_days]').waitFor();
-    assert(Number(await page.locator('input[name=logs_retention_days]').inputValue()) === before + 1, 'the setting was not saved');
+    await filled();
+    const after = Number(await page.locator('input[name=logs_retention_days]').inputValue());
+    assert(after === before + 1, `the setting was not saved: ${before} + 1 became ${after}`);
     await shot(page, '16-settings');
     await page.goto(BASE + '/admin/logs');
     await page.locator('table[data-testid="logs"] tbody tr').first().waitFor();

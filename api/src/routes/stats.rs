@@ -534,6 +534,7 @@ fn original_window(
     if start >= end {
         return Err(ApiError::bad_request("start_date must be before end_date"));
     }
+    let (start, end) = clamp_range(start, end).map_err(ApiError::bad_request)?;
     let days = (end - start).as_seconds_f64() / 86_400.0;
     let (step, aggregation) = match days {
         d if d <= 2.0 => (interval, "raw"),
@@ -728,6 +729,7 @@ pub fn plan_window(
     if from >= to {
         return Err("`from` must be before `to`".into());
     }
+    let (from, to) = clamp_range(from, to)?;
     let span = (to - from).num_seconds().max(1);
     let step = match step {
         Some(s) if s < 1 => return Err("`step` must be a positive number of seconds".into()),
@@ -754,6 +756,18 @@ pub fn plan_window(
         step_secs: step,
         max_gap_secs: 2.0 * collect_interval_secs as f64,
     })
+}
+
+/// A range cut to the years pgmon can hold data for, 1970 to 9000: buckets are aligned to the epoch,
+/// and a bucket aligned before year 1 or past 9999 has no RFC 3339 form to answer with.
+fn clamp_range(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<(DateTime<Utc>, DateTime<Utc>), String> {
+    let floor = DateTime::<Utc>::UNIX_EPOCH;
+    let ceiling = DateTime::<Utc>::from_timestamp(221_845_392_000, 0).unwrap_or(to); // 9000-01-01
+    let (from, to) = (from.max(floor), to.min(ceiling));
+    if from >= to {
+        return Err("the range holds no time between 1970 and 9000, where pgmon's data can be".into());
+    }
+    Ok((from, to))
 }
 
 fn ceil_div(a: i64, b: i64) -> i64 {
@@ -859,5 +873,38 @@ mod tests {
         assert!(plan_window(Some(b), Some(a), Some(0), 600, a).is_err());
         assert!(plan_window(Some(b), Some(a), Some(43), 600, a).is_err());
         assert!(plan_window(Some(b), Some(a), Some(44), 600, a).is_ok());
+    }
+
+    #[test]
+    fn ranges_reaching_past_the_representable_years_are_cut() {
+        // Schemathesis found `from` answered as "-0001-10-13T00:00:00Z", which is no date-time.
+        let w = plan_window(
+            Some(at("0001-01-05T04:00:05Z")),
+            Some(at("8016-01-26T00:31:00Z")),
+            None,
+            600,
+            at("2026-01-01T00:00:00Z"),
+        )
+        .expect("cut, not refused");
+        assert!(w.first >= DateTime::<Utc>::UNIX_EPOCH, "{}", w.first);
+        let (o, _) = original_window(600, Some("0001-01-05T04:00:05Z"), Some("9999-01-26T00:31:00Z"))
+            .expect("original");
+        assert!(
+            o.first >= DateTime::<Utc>::UNIX_EPOCH && o.end.format("%Y").to_string().len() == 4,
+            "{} {}",
+            o.first,
+            o.end
+        );
+        // Entirely before 1970: nothing pgmon can hold, refused with a reason.
+        assert!(
+            plan_window(
+                Some(at("1900-01-01T00:00:00Z")),
+                Some(at("1901-01-01T00:00:00Z")),
+                None,
+                600,
+                at("2026-01-01T00:00:00Z")
+            )
+            .is_err()
+        );
     }
 }
