@@ -75,7 +75,7 @@ export function Fleet({ query }) {
     { key: 'version', width: '12%', label: t('Version'), render: (s) => (s.version ? s.version.split(' ')[0] : '—') + (s.in_recovery ? ` · ${t('Standby').toLowerCase()}` : ''), sort: (s) => s.version_num },
     { key: 'uptime_hours', width: '7%', label: t('Uptime'), num: true, render: (s) => (s.uptime_hours == null ? '—' : s.uptime_hours >= 48 ? `${num(s.uptime_hours / 24, 1)} d` : s.uptime_hours >= 1 ? `${num(s.uptime_hours, 1)} h` : `${Math.round(s.uptime_hours * 60)} min`) },
     { key: 'conns', width: '14%', label: t('Connections'), num: true, sort: (s) => (s.max_connections ? s.conns / s.max_connections : s.conns), render: (s) => (s.conns == null ? '—' : <Bar used={s.conns} total={s.max_connections} label={`${s.conns} / ${s.max_connections ?? '?'}`} />) },
-    { key: 'tps', width: '19%', label: t('TPS'), num: true, render: (s) => (s.tr ? (
+    { key: 'tps', width: '19%', label: t('TPS'), num: true, render: (s) => (s.tr && s.tr.tps.length ? (
       <span class="tps">
         <Sparkline values={s.tr.tps} />
         <span>{num(s.tps, 1)}</span>
