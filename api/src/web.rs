@@ -10,6 +10,7 @@
 //! browser keeps for a year), so a rebuilt UI is served without restarting the API. Without a built
 //! UI, `/` answers a page that says how to build it.
 
+use poem::error::StaticFileError;
 use poem::http::{HeaderValue, Method, StatusCode, header};
 use poem::web::StaticFileRequest;
 use poem::{Endpoint, FromRequest, IntoResponse, Request, Response};
@@ -104,11 +105,12 @@ async fn index(dir: &Path) -> Response {
 
 async fn asset(dir: &Path, name: &str, req: &Request) -> poem::Result<Response> {
     let file = dir.join("assets").join(name);
-    if !tokio::fs::try_exists(&file).await.unwrap_or(false) {
-        return Ok(missing());
-    }
     let sfr = StaticFileRequest::from_request(req, &mut poem::RequestBody::default()).await?;
-    let mut resp = sfr.create_response(&file, true, false)?.into_response();
+    let mut resp = match sfr.create_response(&file, true, false) {
+        Ok(r) => r.into_response(),
+        Err(StaticFileError::NotFound) => return Ok(missing()),
+        Err(e) => return Err(e.into()),
+    };
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000, immutable"),

@@ -20,6 +20,11 @@ export function num(n, digits = 0) {
   return Number(n).toLocaleString(getLang(), { maximumFractionDigits: digits, minimumFractionDigits: 0 });
 }
 
+/** A rate per second, with decimals only where they matter. */
+export function perSec(v) {
+  return `${num(v, v < 10 ? 2 : 0)}/s`;
+}
+
 export function pct(r, digits = 1) {
   if (r === null || r === undefined) return '—';
   return `${(r * 100).toFixed(digits)} %`;

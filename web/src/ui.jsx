@@ -45,7 +45,7 @@ export function Loading({ when }) {
 /** Rows drawn beyond the viewport, above and below, when a table is windowed. */
 const OVERSCAN = 30;
 
-export function Table({ cols, rows, initial, rowKey, rowClass, empty, testid, gen, fixed, rowHeight }) {
+export function Table({ cols, rows, initial, rowKey, rowClass, empty, testid, gen, rowHeight }) {
   const [sort, setSort] = useState(initial || { key: null, desc: false });
   // Windowing (`rowHeight` given, fixed layout): only the rows near the viewport are in the DOM,
   // so a thousand-server fleet costs what forty rows do; spacer rows keep the scroll height.
@@ -86,9 +86,9 @@ export function Table({ cols, rows, initial, rowKey, rowClass, empty, testid, ge
   }
   return (
     <div class="table-wrap">
-      <table data-testid={testid} data-gen={gen} data-rows={rows.length} aria-rowcount={rows.length + 1} class={(fixed || rowHeight ? 'fixed' : '') + (rowHeight ? ' windowed' : '')}>
+      <table data-testid={testid} data-gen={gen} data-rows={rows.length} aria-rowcount={rows.length + 1} class={rowHeight ? 'windowed' : ''}>
         {/* Fixed layout: column widths from here, so a thousand rows are laid out in one pass. */}
-        {fixed || rowHeight ? (
+        {rowHeight ? (
           <colgroup>
             {cols.map((c) => <col style={c.width ? { width: c.width } : undefined} />)}
           </colgroup>

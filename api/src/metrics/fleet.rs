@@ -121,6 +121,24 @@ fn s(row: &sqlx::postgres::PgRow, col: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The family `name` with one sample per server: column `col` of each of `rows`.
+async fn per_server<'n>(
+    t: &mut Text,
+    rows: &[sqlx::postgres::PgRow],
+    kind: Kind,
+    name: &str,
+    col: &str,
+    help: &str,
+    name_of: &impl Fn(i64) -> &'n str,
+) -> Result<()> {
+    t.family(name, kind, help).await;
+    for r in rows {
+        let id: i64 = r.try_get("server_id")?;
+        t.maybe(&[("server", name_of(id))], f(r, col));
+    }
+    Ok(())
+}
+
 /// Writes every fleet family into `t`. `collect_secs` and `activity_secs` decide what is fresh.
 pub async fn write(pool: &PgPool, t: &mut Text, collect_secs: f64, activity_secs: f64) -> Result<()> {
     let servers = sqlx::query(
@@ -171,12 +189,9 @@ pub async fn write(pool: &PgPool, t: &mut Text, collect_secs: f64, activity_secs
     }
     let ids: Vec<i64> = up.iter().map(|u| u.id).collect();
     let slots: Vec<chrono::DateTime<chrono::Utc>> = up.iter().filter_map(|u| u.slot).collect();
-    let name_of = |id: i64| {
-        up.iter()
-            .find(|u| u.id == id)
-            .map(|u| u.name.as_str())
-            .unwrap_or("")
-    };
+    // Looked up once per sample: a map, not a scan of the fleet.
+    let names: std::collections::HashMap<i64, &str> = up.iter().map(|u| (u.id, u.name.as_str())).collect();
+    let name_of = |id: i64| names.get(&id).copied().unwrap_or("");
     if ids.is_empty() || ids.len() != slots.len() {
         return Ok(());
     }
@@ -359,11 +374,7 @@ pub async fn write(pool: &PgPool, t: &mut Text, collect_secs: f64, activity_secs
             "Restartpoints done (PostgreSQL 17+)",
         ),
     ] {
-        t.family(name, Kind::Counter, help).await;
-        for r in &cp {
-            let id: i64 = r.try_get("server_id")?;
-            t.maybe(&[("server", name_of(id))], f(r, col));
-        }
+        per_server(t, &cp, Kind::Counter, name, col, help, &name_of).await?;
     }
     let wal = sqlx::query(sqlx::AssertSqlSafe(latest("stat_wal")))
         .bind(&ids)
@@ -397,11 +408,7 @@ pub async fn write(pool: &PgPool, t: &mut Text, collect_secs: f64, activity_secs
             "Number of times WAL data was written to disk because WAL buffers became full (PostgreSQL 14+)",
         ),
     ] {
-        t.family(name, Kind::Counter, help).await;
-        for r in &wal {
-            let id: i64 = r.try_get("server_id")?;
-            t.maybe(&[("server", name_of(id))], f(r, col));
-        }
+        per_server(t, &wal, Kind::Counter, name, col, help, &name_of).await?;
     }
     let arch = sqlx::query(sqlx::AssertSqlSafe(latest("stat_archiver")))
         .bind(&ids)
@@ -420,11 +427,7 @@ pub async fn write(pool: &PgPool, t: &mut Text, collect_secs: f64, activity_secs
             "Number of failed attempts for archiving WAL files",
         ),
     ] {
-        t.family(name, Kind::Counter, help).await;
-        for r in &arch {
-            let id: i64 = r.try_get("server_id")?;
-            t.maybe(&[("server", name_of(id))], f(r, col));
-        }
+        per_server(t, &arch, Kind::Counter, name, col, help, &name_of).await?;
     }
     t.family(
         "pg_stat_archiver_last_archive_age",
@@ -531,11 +534,7 @@ pub async fn write(pool: &PgPool, t: &mut Text, collect_secs: f64, activity_secs
             "The largest mxid_age(datminmxid) of the server's databases",
         ),
     ] {
-        t.family(name, Kind::Gauge, help).await;
-        for r in &act {
-            let id: i64 = r.try_get("server_id")?;
-            t.maybe(&[("server", name_of(id))], f(r, col));
-        }
+        per_server(t, &act, Kind::Gauge, name, col, help, &name_of).await?;
     }
     t.family(
         "pgmon_wraparound_used_ratio",

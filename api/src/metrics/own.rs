@@ -100,34 +100,34 @@ pub async fn write_api(state: &AppState, t: &mut Text) {
         t.sample_with("_count", &[("route", route)], count as f64);
     }
     let (h, active) = state.cache.history_stats();
-    t.family(
+    t.single(
         "pgmon_api_history_answers_served_total",
         Kind::Counter,
         "History answers served from the kept answers.",
+        h.hits as f64,
     )
     .await;
-    t.sample(&[], h.hits as f64);
-    t.family(
+    t.single(
         "pgmon_api_history_answers_computed_total",
         Kind::Counter,
         "History answers computed.",
+        h.computed as f64,
     )
     .await;
-    t.sample(&[], h.computed as f64);
-    t.family(
+    t.single(
         "pgmon_api_history_answers_bytes",
         Kind::Gauge,
         "Bytes of kept history answers.",
+        h.bytes as f64,
     )
     .await;
-    t.sample(&[], h.bytes as f64);
-    t.family(
+    t.single(
         "pgmon_api_caches_active",
         Kind::Gauge,
         "1 while the store's notifications are heard and caches are in use.",
+        if active { 1.0 } else { 0.0 },
     )
     .await;
-    t.sample(&[], if active { 1.0 } else { 0.0 });
     t.family(
         "pgmon_api_remote_pool_connections",
         Kind::Gauge,
@@ -143,13 +143,13 @@ pub async fn write_api(state: &AppState, t: &mut Text) {
         );
         t.sample(&[("server", &p.server), ("state", "waiting")], p.waiting as f64);
     }
-    t.family(
+    t.single(
         "pgmon_api_up_seconds",
         Kind::Gauge,
         "Seconds since this pgmon-api started.",
+        state.started.elapsed().as_secs_f64(),
     )
     .await;
-    t.sample(&[], state.started.elapsed().as_secs_f64());
 }
 
 /// Each collector that sent a heartbeat within the last day, from the store.

@@ -130,6 +130,12 @@ impl Text {
     }
 
     /// A sample when there is a value.
+    /// A family with one unlabelled sample.
+    pub async fn single(&mut self, name: &str, kind: Kind, help: &str, value: f64) {
+        self.family(name, kind, help).await;
+        self.sample(&[], value);
+    }
+
     pub fn maybe(&mut self, labels: &[(&str, &str)], value: Option<f64>) {
         if let Some(v) = value {
             self.sample(labels, v);

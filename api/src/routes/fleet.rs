@@ -7,7 +7,7 @@ use crate::error::ApiResult;
 use crate::payload::SerdeJson;
 use crate::state::AppState;
 use chrono::{DateTime, Duration, Utc};
-use pgmon_shared::store::{fleet, servers, stats_read};
+use pgmon_shared::store::{fleet, stats_read};
 use poem::web::Data;
 use poem_openapi::param::Query;
 use poem_openapi::{Object, OpenApi, Tags};
@@ -62,19 +62,19 @@ impl FleetApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "48")))] hours: Query<Option<i64>>,
     ) -> ApiResult<SerdeJson<FleetTrends>> {
         let since = Utc::now() - Duration::hours(hours.0.unwrap_or(6));
-        let rows = servers::list(&state.pool).await?;
+        let rows = super::servers::server_rows(&state).await?;
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let (mut tps, mut seen) = tokio::try_join!(
             fleet::tps_since(&state.pool, since),
             stats_read::last_seen(&state.pool, &ids)
         )?;
         let servers = rows
-            .into_iter()
+            .iter()
             .map(|r| {
                 let points = tps.remove(&r.id).unwrap_or_default();
                 let last = seen.remove(&r.id).unwrap_or_default();
                 ServerTrend {
-                    name: r.name,
+                    name: r.name.clone(),
                     time: points.iter().map(|p| p.0).collect(),
                     tps: points.iter().map(|p| (p.1 * 100.0).round() / 100.0).collect(),
                     last_collected_at: last.collected_at,

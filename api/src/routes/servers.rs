@@ -439,15 +439,7 @@ impl ServersApi {
     /// is what this API last learned, refreshed in the background (see `status_checked_at`).
     #[oai(path = "/servers", method = "get")]
     async fn list(&self, state: Data<&AppState>, _auth: Auth) -> ApiResult<SerdeJson<Vec<ServerOut>>> {
-        let rows = match state.cache.server_list() {
-            Some(rows) => rows,
-            None => {
-                let read_at = state.cache.generation();
-                let rows = Arc::new(servers::list(&state.pool).await?);
-                state.cache.put_server_list(rows.clone(), read_at);
-                rows
-            }
-        };
+        let rows = server_rows(&state).await?;
         let keys = key_infos(&state, &rows).await?;
         let mut missing = Vec::new();
         let mut seen: Vec<Seen> = rows
@@ -761,6 +753,18 @@ async fn key_infos(state: &AppState, rows: &[ServerRow]) -> ApiResult<HashMap<Uu
             )
         })
         .collect())
+}
+
+/// Every registered server, from this API's cache of the list (dropped on `NOTIFY pgmon_servers`
+/// and after this API's own writes), else from the store.
+pub(crate) async fn server_rows(state: &AppState) -> ApiResult<Arc<Vec<ServerRow>>> {
+    if let Some(rows) = state.cache.server_list() {
+        return Ok(rows);
+    }
+    let read_at = state.cache.generation();
+    let rows = Arc::new(servers::list(&state.pool).await?);
+    state.cache.put_server_list(rows.clone(), read_at);
+    Ok(rows)
 }
 
 /// `row` with a status at most the cache TTL old (`fresh`: probed now, after a change).

@@ -1,13 +1,11 @@
 import { useMemo } from 'preact/hooks';
 import { api } from '../api.js';
 import { Chart } from '../chart.jsx';
-import { bytes, num, pct, secs } from '../fmt.js';
+import { bytes, num, pct, secs, perSec } from '../fmt.js';
 import { t } from '../i18n.js';
 import { Link, enc } from '../router.js';
 import { ErrorBox, Loading, RangePicker, Table, secsOf, useData, useWindow, zoomTo } from '../ui.jsx';
 import { ServerHeader, rangeQs } from './common.jsx';
-
-const perSec = (v) => `${num(v, v < 10 ? 2 : 0)}/s`;
 
 /** Runs `jobs` (functions returning promises) at most `n` at a time. */
 async function pool(jobs, n = 6) {
