@@ -12,6 +12,7 @@
 use crate::remote_pools::session_opts;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
+use pgmon_shared::redact::{peer_text, redact_sql};
 use pgmon_shared::remote::{self, ErrorClass, RemoteError};
 use pgmon_shared::ssh;
 use pgmon_shared::store::servers::{self, ServerRow};
@@ -59,7 +60,8 @@ pub struct SessionQuery {
     pub pid: i32,
     pub usename: Option<String>,
     pub datname: Option<String>,
-    /// Cut to `api.activity_query_chars` characters.
+    /// Cut to `api.activity_query_chars` characters, password literals redacted; for viewers as
+    /// `api.viewer_query_text` says.
     pub query: Option<String>,
     pub state: Option<String>,
 }
@@ -187,9 +189,10 @@ pub async fn probe(state: &AppState, server: &ServerRow) -> LiveStatus {
             error: None,
             checked_at: Utc::now(),
             latency_ms: Some(latency_ms),
-            version: row.try_get(0)?,
+            // The server's own words: a hostile or odd build may put anything in them.
+            version: row.try_get::<_, Option<String>>(0)?.map(|v| peer_text(&v, 300)),
             version_num: row.try_get(1)?,
-            server_version: row.try_get(14)?,
+            server_version: row.try_get::<_, Option<String>>(14)?.map(|v| peer_text(&v, 100)),
             uptime_secs: row.try_get(2)?,
             in_recovery: row.try_get(3)?,
             max_connections: row.try_get(4)?,
@@ -288,7 +291,11 @@ async fn session_queries(state: &AppState, server: &ServerRow) -> Result<Vec<Ses
                 pid: r.try_get(0).map_err(f)?,
                 usename: r.try_get(1).map_err(f)?,
                 datname: r.try_get(2).map_err(f)?,
-                query: r.try_get(3).map_err(f)?,
+                // Redacted before it is kept: the cache serves every role.
+                query: r
+                    .try_get::<_, Option<String>>(3)
+                    .map_err(f)?
+                    .map(|q| redact_sql(&q).into_owned()),
                 state: r.try_get(4).map_err(f)?,
             })
         })

@@ -59,20 +59,21 @@ impl std::fmt::Debug for StoreConfig {
     }
 }
 
-/// The store URL with its password replaced, for logs and error messages.
-pub fn redact_url(url: &str) -> String {
-    // postgres://user:password@host/db -> postgres://user:***@host/db
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((userinfo, host)) = rest.rsplit_once('@')
-    {
-        let user = userinfo.split(':').next().unwrap_or("");
-        let pw = if userinfo.contains(':') { ":***" } else { "" };
-        return format!("{scheme}://{user}{pw}@{host}");
-    }
-    if url.contains("password") {
-        return "<connection string with password>".into();
-    }
-    url.to_string()
+/// The store URL with its password replaced, for logs and error messages (see [`crate::redact`]).
+pub use crate::redact::redact_url;
+
+/// What a viewer sees of the query texts of monitored servers (`api.viewer_query_text`); operators
+/// and admins always get the whole text, password literals redacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryTextView {
+    /// The whole text, password literals redacted.
+    Full,
+    /// Constants replaced by `$1`, `$2`, ... as `pg_stat_statements` shows statements.
+    #[default]
+    Normalized,
+    /// No text (`null`, or `""` where the original's shape has a plain string).
+    None,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -108,6 +109,10 @@ pub struct ApiConfig {
     /// The built web UI (`web/dist`: `index.html` and `assets/`), served at `/`. When it holds no
     /// `index.html`, `/` answers a page saying how to build it; the API is unaffected.
     pub web_dir: std::path::PathBuf,
+    /// What viewers see of sessions' and statements' query texts: `full`, `normalized` or `none`.
+    /// Query texts carry the data of the statements (and sometimes credentials), which viewers
+    /// need not see to follow a server's activity.
+    pub viewer_query_text: QueryTextView,
 }
 
 impl ApiConfig {
@@ -147,6 +152,7 @@ impl Default for ApiConfig {
             refresh_reuse_grace_secs: 30,
             backend_signals: "on".into(),
             web_dir: "/usr/share/pgmon/web".into(),
+            viewer_query_text: QueryTextView::Normalized,
         }
     }
 }
@@ -616,5 +622,28 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+        for url in [
+            "postgres://u@h/db?password=s3cr3tpw",
+            "postgres://u@h/db?sslmode=disable&password=s3cr3tpw",
+            "host=h password=s3cr3tpw dbname=db",
+        ] {
+            let c = load(&format!("[store]\nurl = \"{url}\"\n"), &[]).expect("config");
+            assert!(!format!("{c:?}").contains("s3cr3tpw"), "{url}");
+        }
+    }
+
+    #[test]
+    fn viewer_query_text_is_one_of_three() {
+        let base = "[store]\nurl = \"x\"\n";
+        assert_eq!(
+            load(base, &[]).expect("default").api.viewer_query_text,
+            QueryTextView::Normalized
+        );
+        let c = load(base, &[("PGMON_API__VIEWER_QUERY_TEXT", "none")]).expect("env");
+        assert_eq!(c.api.viewer_query_text, QueryTextView::None);
+        let c = load(&format!("{base}[api]\nviewer_query_text = \"full\"\n"), &[]).expect("file");
+        assert_eq!(c.api.viewer_query_text, QueryTextView::Full);
+        let e = load(&format!("{base}[api]\nviewer_query_text = \"some\"\n"), &[]).expect_err("bad");
+        assert!(e.to_string().contains("api.viewer_query_text"), "{e}");
     }
 }

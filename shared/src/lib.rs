@@ -4,6 +4,7 @@
 pub mod config;
 pub mod crypto;
 pub mod journal;
+pub mod redact;
 pub mod remote;
 pub mod remote_sql;
 pub mod secrets;

@@ -404,10 +404,12 @@ pub struct RemoteError {
 }
 
 impl RemoteError {
+    /// The message is cut to printable text: TLS errors name what the peer's certificate presents,
+    /// and the message reaches answers and logs.
     pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
         Self {
             class,
-            message: message.into(),
+            message: crate::redact::peer_text(&message.into(), 600),
         }
     }
 

@@ -9,6 +9,7 @@
 //! Also here: parsing, converting and generating SSH keys (`russh::keys`, i.e. ssh-key), so the API
 //! and the client agree on formats and fingerprints.
 
+use crate::redact::peer_text;
 use russh::client;
 use russh::keys::ssh_key::{self, LineEnding, PrivateKey};
 use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKey};
@@ -25,6 +26,10 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_STDOUT: usize = 64 * 1024;
 /// Bytes of stderr kept for the error message.
 const MAX_STDERR: usize = 2 * 1024;
+/// Characters of an error message, whatever the peer sent.
+const MAX_MESSAGE_CHARS: usize = 600;
+/// Characters of a mount point shown (the peer's `df` chooses it).
+const MAX_MOUNT_CHARS: usize = 512;
 
 /// Where and how to log in.
 #[derive(Debug, Clone)]
@@ -103,10 +108,12 @@ pub struct SshError {
 }
 
 impl SshError {
+    /// Every message is cut to printable text: parts of it (stderr, the peer's disconnect reason in
+    /// russh's errors) are chosen by whoever answers on the SSH port, and it reaches answers and logs.
     fn new(class: SshErrorClass, message: impl Into<String>) -> Self {
         Self {
             class,
-            message: message.into(),
+            message: peer_text(&message.into(), MAX_MESSAGE_CHARS),
             host_key_fingerprint: None,
         }
     }
@@ -167,7 +174,7 @@ pub fn parse_df(output: &str) -> Option<DiskUsage> {
     let cap_pos = line
         .find(&format!(" {cap_token} "))
         .map(|p| p + cap_token.len() + 2)?;
-    let mount = line[cap_pos..].trim().to_string();
+    let mount = peer_text(line[cap_pos..].trim(), MAX_MOUNT_CHARS);
     if mount.is_empty() {
         return None;
     }
@@ -342,8 +349,7 @@ async fn exec(handle: &client::Handle<Pinning>, command: &str) -> Result<String,
     match status {
         Some(0) => Ok(String::from_utf8_lossy(&stdout).into_owned()),
         Some(code) => {
-            let err = String::from_utf8_lossy(&stderr);
-            let err: String = err.trim().chars().take(300).collect();
+            let err = peer_text(String::from_utf8_lossy(&stderr).trim(), 300);
             Err(SshError::new(
                 SshErrorClass::CommandFailed,
                 format!("the command exited with status {code}: {err}"),

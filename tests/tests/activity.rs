@@ -163,10 +163,10 @@ async fn sessions_locks_and_signals(major: u32) {
         nodes[2]["waiting_secs"].as_f64().is_some_and(|s| s >= 0.0),
         "{locks}"
     );
-    assert!(
-        nodes[2]["query"]
-            .as_str()
-            .is_some_and(|q| q.contains("SET v = 3"))
+    // A viewer reads the statement's shape, not its constants (api.viewer_query_text's default).
+    assert_eq!(
+        nodes[2]["query"], "UPDATE accounts SET v = $1 WHERE id = $2",
+        "{locks}"
     );
 
     // Sessions: filters, sorting, pgmon's own marked.
@@ -373,6 +373,161 @@ for_each_major!(sessions_locks_and_signals:
     sessions_locks_and_signals_pg17 = 17,
     sessions_locks_and_signals_pg18 = 18,
 );
+
+async fn get_as(roles: &Roles, token: &str, path: &str) -> Value {
+    let (st, v) = call("GET", &roles.api.url(path), Some(token), None).await;
+    assert_eq!(st, StatusCode::OK, "{path}: {v}");
+    v
+}
+
+/// A password typed into a statement never leaves pgmon: not in the sessions, the lock tree, the
+/// original's `/server_stats` queries, a cancel's answer or its audit row, whoever asks. Operators and
+/// admins read the rest of the text; viewers read it normalized by default, and nothing with
+/// `viewer_query_text = "none"`.
+#[tokio::test]
+async fn query_texts_hide_passwords_and_viewers_get_them_normalized() {
+    const SECRET: &str = "hunter2secret";
+    const CONNINFO_SECRET: &str = "conninfo2secret";
+    let c = Cluster::start();
+    let roles = Roles::start().await;
+    let store = roles.env.db.pool().await;
+    c.login().register(&store, &roles.env.fernet_key, "db1").await;
+    let mut setup = session(&c, "postgres", "setup").await;
+    exec(&mut setup, "CREATE ROLE rotated LOGIN").await;
+
+    // A password change that waits: another transaction has updated the same role and holds it.
+    let mut holder = session(&c, "postgres", "holder").await;
+    exec(&mut holder, "BEGIN").await;
+    exec(&mut holder, "ALTER ROLE rotated CONNECTION LIMIT 5").await;
+    let mut setter = session(&c, "postgres", "setter").await;
+    let ps = pid_of(&mut setter).await;
+    let set_password = tokio::spawn(async move {
+        sqlx::query("ALTER ROLE rotated PASSWORD 'hunter2secret' VALID UNTIL '2099-01-01'")
+            .execute(&mut setter)
+            .await
+    });
+    // And a long statement carrying a conninfo with a password, as dblink calls do.
+    let mut sleeper = session(&c, "postgres", "sleeper").await;
+    let pz = pid_of(&mut sleeper).await;
+    let sleep = tokio::spawn(async move {
+        sqlx::query("SELECT pg_sleep(60), 'host=10.0.0.1 password=conninfo2secret user=u' AS conninfo")
+            .execute(&mut sleeper)
+            .await
+    });
+    wait_for("the password change to wait", Duration::from_secs(10), || async {
+        let a = get_as(&roles, &roles.admin, "/api/servers/db1/activity").await;
+        by_pid(&a, ps)["wait_event_type"] == "Lock" && by_pid(&a, pz)["state"] == "active"
+    })
+    .await;
+
+    // Admins and operators: the whole text, the secrets replaced.
+    for token in [&roles.admin, &roles.operator] {
+        let all = get_as(&roles, token, "/api/servers/db1/activity").await;
+        assert_eq!(
+            by_pid(&all, ps)["query"],
+            "ALTER ROLE rotated PASSWORD '***' VALID UNTIL '2099-01-01'",
+            "{all}"
+        );
+        assert_eq!(
+            by_pid(&all, pz)["query"],
+            "SELECT pg_sleep(60), 'host=10.0.0.1 password=*** user=u' AS conninfo"
+        );
+        let full = get_as(&roles, token, "/api/servers/db1/activity?full_query=true").await;
+        let locks = get_as(&roles, token, "/api/servers/db1/locks").await;
+        let live = get_as(&roles, token, "/api/server_stats/db1").await;
+        for v in [&all, &full, &locks, &live] {
+            let text = v.to_string();
+            assert!(!text.contains(SECRET) && !text.contains(CONNINFO_SECRET), "{text}");
+        }
+        assert!(locks["nodes"].as_array().is_some_and(|n| n
+            .iter()
+            .any(|n| n["pid"] == ps && n["query"].as_str().is_some_and(|q| q.contains("PASSWORD '***'")))));
+        assert!(live["queries"].as_array().is_some_and(|q| q
+            .iter()
+            .any(|q| q["pid"] == pz && q["query"].as_str().is_some_and(|t| t.contains("password=***")))));
+    }
+
+    // Viewers: constants replaced, in every answer that carries query texts.
+    let all = get(&roles, "/api/servers/db1/activity").await;
+    assert_eq!(
+        by_pid(&all, ps)["query"],
+        "ALTER ROLE rotated PASSWORD $1 VALID UNTIL $2",
+        "{all}"
+    );
+    assert_eq!(by_pid(&all, pz)["query"], "SELECT pg_sleep($1), $2 AS conninfo");
+    let locks = get(&roles, "/api/servers/db1/locks").await;
+    let live = get(&roles, "/api/server_stats/db1").await;
+    assert!(live["queries"].as_array().is_some_and(|q| q
+        .iter()
+        .any(|q| q["pid"] == pz && q["query"] == "SELECT pg_sleep($1), $2 AS conninfo")));
+    for v in [&all, &locks, &live] {
+        let text = v.to_string();
+        assert!(
+            !text.contains(SECRET) && !text.contains(CONNINFO_SECRET) && !text.contains("2099-01-01"),
+            "{text}"
+        );
+    }
+
+    // Cancelling the password change: neither its answer nor its audit row holds the password.
+    let start = by_pid(&all, ps)["backend_start"].clone();
+    let (st, r) = signal(&roles, &roles.operator, "db1", ps, "cancel", &start).await;
+    assert_eq!((st, r["outcome"].as_str()), (StatusCode::OK, Some("signalled")), "{r}");
+    assert_eq!(r["query"], "ALTER ROLE rotated PASSWORD '***' VALID UNTIL '2099-01-01'");
+    tokio::time::timeout(Duration::from_secs(10), set_password)
+        .await
+        .expect("the password change ends")
+        .expect("join")
+        .expect_err("it was cancelled");
+    let audit = get_as(
+        &roles,
+        &roles.admin,
+        "/api/audit/sessions?event_type=backend_cancel&limit=50",
+    )
+    .await;
+    let row = audit["items"]
+        .as_array()
+        .and_then(|i| i.iter().find(|e| e["details"].as_str().is_some_and(|d| d.contains(&format!("pid {ps}")))))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert!(
+        row["details"]
+            .as_str()
+            .is_some_and(|d| d.contains("signalled; query: ALTER ROLE rotated PASSWORD '***'")),
+        "{audit}"
+    );
+    assert!(!audit.to_string().contains(SECRET), "{audit}");
+
+    // viewer_query_text = "none": viewers get no text at all, admins still the whole one.
+    let quiet = Roles::start_with("viewer_query_text = \"none\"").await;
+    let quiet_store = quiet.env.db.pool().await;
+    c.login()
+        .register(&quiet_store, &quiet.env.fernet_key, "db1")
+        .await;
+    let viewed = get(&quiet, "/api/servers/db1/activity?full_query=true").await;
+    let s = by_pid(&viewed, pz);
+    assert_eq!(s["state"], "active", "{viewed}");
+    assert!(s["query"].is_null() && s["query_chars"].is_null(), "{s}");
+    let live = get(&quiet, "/api/server_stats/db1").await;
+    assert!(live["queries"].as_array().is_some_and(|q| q
+        .iter()
+        .any(|q| q["pid"] == pz && q["query"].is_null())));
+    let admin = get_as(&quiet, &quiet.admin, "/api/servers/db1/activity").await;
+    assert_eq!(
+        by_pid(&admin, pz)["query"],
+        "SELECT pg_sleep(60), 'host=10.0.0.1 password=*** user=u' AS conninfo"
+    );
+    let start = by_pid(&admin, pz)["backend_start"].clone();
+    let (_, r) = signal(&quiet, &quiet.admin, "db1", pz, "cancel", &start).await;
+    assert_eq!(r["outcome"], "signalled", "{r}");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), sleep)
+            .await
+            .expect("the sleep ends")
+            .expect("join")
+            .is_err()
+    );
+    drop(holder);
+}
 
 /// A real streaming standby: lag after a burst while its replay is paused, zero once it has caught
 /// up and the primary is idle; the WAL receiver's view; an active slot and an inactive one that

@@ -3,6 +3,8 @@
 
 use super::{Remote, Version, col, is_pgmon, query, relation_sql};
 use chrono::{DateTime, Utc};
+use pgmon_shared::config::QueryTextView;
+use pgmon_shared::redact::show_query;
 use pgmon_shared::remote::RemoteError;
 use poem_openapi::Object;
 use std::collections::{BTreeMap, HashSet};
@@ -48,6 +50,7 @@ pub struct LockNode {
     pub waiting_secs: Option<f64>,
     pub xact_secs: Option<f64>,
     pub query_secs: Option<f64>,
+    /// Password literals redacted; for viewers as `api.viewer_query_text` says.
     pub query: Option<String>,
     pub pgmon: bool,
 }
@@ -85,7 +88,7 @@ fn sql(v: Version) -> String {
 }
 
 /// The tree: root blockers (those blocking the most first), each followed by its waiters.
-pub async fn tree(r: &Remote, query_chars: usize) -> Result<Vec<LockNode>, RemoteError> {
+pub async fn tree(r: &Remote, query_chars: usize, texts: QueryTextView) -> Result<Vec<LockNode>, RemoteError> {
     let chars = i32::try_from(query_chars).unwrap_or(i32::MAX);
     let rows = query(r, &sql(r.version), &[&chars]).await?;
     let mut nodes: BTreeMap<i32, LockNode> = BTreeMap::new();
@@ -125,7 +128,7 @@ pub async fn tree(r: &Remote, query_chars: usize) -> Result<Vec<LockNode>, Remot
                 query_secs: col(row, 10)?,
                 waiting_for,
                 waiting_secs: col(row, 15)?,
-                query: col(row, 16)?,
+                query: show_query(texts, col::<Option<String>>(row, 16)?.as_deref()),
             },
         );
     }

@@ -2,6 +2,8 @@
 //! (PostgreSQL 12+): phase and the share done, from the `pg_stat_progress_*` views.
 
 use super::{Remote, Version, col, query, relation_sql};
+use pgmon_shared::config::QueryTextView;
+use pgmon_shared::redact::show_query;
 use pgmon_shared::remote::RemoteError;
 use poem_openapi::Object;
 
@@ -23,6 +25,7 @@ pub struct Progress {
     pub unit: Option<String>,
     pub query_secs: Option<f64>,
     pub user: Option<String>,
+    /// Password literals redacted; for viewers as `api.viewer_query_text` says.
     pub query: Option<String>,
 }
 
@@ -65,7 +68,7 @@ pub fn sql(v: Version) -> String {
     )
 }
 
-pub async fn list(r: &Remote, query_chars: usize) -> Result<Vec<Progress>, RemoteError> {
+pub async fn list(r: &Remote, query_chars: usize, texts: QueryTextView) -> Result<Vec<Progress>, RemoteError> {
     let chars = i32::try_from(query_chars).unwrap_or(i32::MAX);
     let mut out = Vec::new();
     for row in &query(r, &sql(r.version), &[&chars]).await? {
@@ -87,7 +90,7 @@ pub async fn list(r: &Remote, query_chars: usize) -> Result<Vec<Progress>, Remot
             unit: col(row, 7)?,
             query_secs: col(row, 8)?,
             user: col(row, 9)?,
-            query: col(row, 10)?,
+            query: show_query(texts, col::<Option<String>>(row, 10)?.as_deref()),
         });
     }
     Ok(out)

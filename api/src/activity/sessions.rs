@@ -3,6 +3,8 @@
 
 use super::{Remote, Version, col, is_pgmon, query};
 use chrono::{DateTime, Utc};
+use pgmon_shared::config::QueryTextView;
+use pgmon_shared::redact::show_query;
 use pgmon_shared::remote::RemoteError;
 use poem_openapi::{Enum, Object};
 
@@ -39,9 +41,10 @@ pub struct Session {
     pub xmin_age: Option<i64>,
     /// `pg_blocking_pids`, for sessions waiting on a lock.
     pub blocked_by: Vec<i32>,
-    /// Cut to `api.activity_query_chars` unless `full_query=true`.
+    /// Cut to `api.activity_query_chars` unless `full_query=true`; password literals redacted; for
+    /// viewers as `api.viewer_query_text` says (constants replaced by default, or `null`).
     pub query: Option<String>,
-    /// The full text's length in characters.
+    /// The full text's length in characters (`null` when the text is not shown).
     pub query_chars: Option<i32>,
     pub query_truncated: bool,
     /// The parallel leader of a parallel worker (PostgreSQL 13+).
@@ -90,6 +93,8 @@ pub struct Filter {
     pub query_chars: Option<usize>,
     /// Leave pgmon's own sessions out.
     pub hide_pgmon: bool,
+    /// How query texts are shown to the caller.
+    pub texts: QueryTextView,
 }
 
 /// The query for a server version; columns it lacks read as NULL.
@@ -147,9 +152,15 @@ pub async fn list(r: &Remote, f: &Filter) -> Result<Vec<Session>, RemoteError> {
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let application: Option<String> = col(row, 3)?;
-        let query: Option<String> = col(row, 22)?;
-        let query_chars: Option<i32> = col(row, 23)?;
-        let shown = query.as_ref().map(|q| q.chars().count()).unwrap_or(0);
+        let raw: Option<String> = col(row, 22)?;
+        let mut query_chars: Option<i32> = col(row, 23)?;
+        // Whether the server's text was cut is told from the text before redaction changes its length.
+        let shown = raw.as_ref().map(|q| q.chars().count()).unwrap_or(0);
+        let mut query_truncated = query_chars.is_some_and(|n| usize::try_from(n).unwrap_or(0) > shown);
+        let query = show_query(f.texts, raw.as_deref());
+        if query.is_none() {
+            (query_chars, query_truncated) = (None, false);
+        }
         out.push(Session {
             pid: col(row, 0)?,
             database: col(row, 1)?,
@@ -174,7 +185,7 @@ pub async fn list(r: &Remote, f: &Filter) -> Result<Vec<Session>, RemoteError> {
             backend_xmin: col(row, 19)?,
             xmin_age: col(row, 20)?,
             blocked_by: col::<Option<Vec<i32>>>(row, 21)?.unwrap_or_default(),
-            query_truncated: query_chars.is_some_and(|n| usize::try_from(n).unwrap_or(0) > shown),
+            query_truncated,
             query,
             query_chars,
             leader_pid: col(row, 24)?,

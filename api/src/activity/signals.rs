@@ -5,6 +5,7 @@
 use super::{Remote, col};
 use crate::remote_pools::session_opts;
 use chrono::{DateTime, Utc};
+use pgmon_shared::redact::{peer_text, redact_sql};
 use pgmon_shared::remote::RemoteError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +50,7 @@ pub struct Target {
     pub user: Option<String>,
     pub database: Option<String>,
     pub application: Option<String>,
-    /// The first 200 characters of its query.
+    /// The first 200 characters of its query, password literals redacted (it goes to the audit).
     pub query: Option<String>,
 }
 
@@ -97,7 +98,7 @@ pub async fn send(
         user: col(row, 0)?,
         database: col(row, 1)?,
         application: col(row, 2)?,
-        query: col(row, 3)?,
+        query: col::<Option<String>>(row, 3)?.map(|q| redact_sql(&q).into_owned()),
     };
     let res = tokio::time::timeout(deadline, r.client.query(signal_sql(s), &[&pid, &backend_start])).await;
     let rows = match res {
@@ -111,7 +112,7 @@ pub async fn send(
                 return Ok(Done {
                     outcome: Outcome::NotPermitted,
                     target,
-                    reason: Some(db.message().chars().take(300).collect()),
+                    reason: Some(peer_text(db.message(), 300)),
                 });
             }
             return Err(RemoteError::from_pg(&e));

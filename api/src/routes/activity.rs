@@ -10,6 +10,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::payload::{JsonBody, SerdeJson};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
+use pgmon_shared::config::QueryTextView;
+use pgmon_shared::redact;
 use pgmon_shared::store::audit::event;
 use pgmon_shared::store::servers::ServerRow;
 use pgmon_shared::validate::Role;
@@ -131,8 +133,13 @@ pub struct SignalOut {
     pub user: Option<String>,
     pub database: Option<String>,
     pub application: Option<String>,
-    /// The first 200 characters of its query when it was signalled.
+    /// The first 200 characters of its query when it was signalled, password literals redacted.
     pub query: Option<String>,
+}
+
+/// How query texts are shown to the caller (see `api.viewer_query_text`).
+pub(crate) fn texts_for(state: &AppState, auth: &Auth) -> QueryTextView {
+    redact::view_for(auth.0.role, state.cfg.api.viewer_query_text)
 }
 
 /// Either the server answered (`Ok(remote)`) or a `reachable: false` header to answer with.
@@ -156,7 +163,7 @@ impl ActivityApi {
     async fn sessions(
         &self,
         state: Data<&AppState>,
-        _auth: Auth,
+        auth: Auth,
         name: Path<String>,
         #[oai(validator(max_length = 200, pattern = r"^[^\x00]*$"))] database: Query<Option<String>>,
         #[oai(validator(max_length = 200, pattern = r"^[^\x00]*$"))] user: Query<Option<String>>,
@@ -189,6 +196,7 @@ impl ActivityApi {
             order: order.0.unwrap_or_default(),
             query_chars: (!full_query.0.unwrap_or(false)).then_some(state.cfg.api.activity_query_chars),
             hide_pgmon: hide_pgmon.0.unwrap_or(false),
+            texts: texts_for(&state, &auth),
         };
         let (r, t) = match connect(&state, &server).await {
             Ok(c) => c,
@@ -220,7 +228,7 @@ impl ActivityApi {
     async fn locks(
         &self,
         state: Data<&AppState>,
-        _auth: Auth,
+        auth: Auth,
         name: Path<String>,
     ) -> ApiResult<Json<LocksOut>> {
         let server = server_by_name(&state, &name).await?;
@@ -235,7 +243,7 @@ impl ActivityApi {
             Err(reach) => return Ok(Json(empty(reach))),
         };
         Ok(Json(
-            match locks::tree(&r, state.cfg.api.activity_query_chars).await {
+            match locks::tree(&r, state.cfg.api.activity_query_chars, texts_for(&state, &auth)).await {
                 Ok(nodes) => {
                     let roots: Vec<i32> = nodes.iter().filter(|n| n.depth == 0).map(|n| n.pid).collect();
                     let mut waiting: Vec<i32> = nodes
@@ -336,7 +344,7 @@ impl ActivityApi {
     async fn progress(
         &self,
         state: Data<&AppState>,
-        _auth: Auth,
+        auth: Auth,
         name: Path<String>,
     ) -> ApiResult<Json<ProgressOut>> {
         let server = server_by_name(&state, &name).await?;
@@ -350,7 +358,7 @@ impl ActivityApi {
             }
         };
         Ok(Json(
-            match progress::list(&r, state.cfg.api.activity_query_chars).await {
+            match progress::list(&r, state.cfg.api.activity_query_chars, texts_for(&state, &auth)).await {
                 Ok(commands) => ProgressOut {
                     reach: Reach::up(&server, &r, t),
                     commands,

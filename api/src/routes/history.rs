@@ -8,6 +8,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::payload::SerdeJson;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
+use pgmon_shared::redact::show_query;
 use pgmon_shared::store::family_series::{self, Columns, Spec};
 use pgmon_shared::store::history::{activity, archiver, checkpointer, io, replication, statements, wal};
 use pgmon_shared::store::stats_read::Window;
@@ -148,7 +149,8 @@ pub struct TopStatement {
     pub wal_bytes: Option<i64>,
     /// Share of the execution time of the statements kept in the window.
     pub time_share: Option<f64>,
-    /// The normalized text, at most 4 KiB.
+    /// The normalized text, at most 4 KiB, password literals redacted; for viewers as
+    /// `api.viewer_query_text` says.
     pub query: Option<String>,
 }
 
@@ -165,6 +167,7 @@ pub struct TopStatements {
 pub struct StatementDetail {
     pub server: String,
     pub queryid: i64,
+    /// Password literals redacted; for viewers as `api.viewer_query_text` says (`""`: no text).
     pub query: String,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
@@ -271,7 +274,7 @@ impl HistoryApi {
     async fn top(
         &self,
         state: Data<&AppState>,
-        _auth: Auth,
+        auth: Auth,
         name: Path<String>,
         from: Query<Option<DateTime<Utc>>>,
         to: Query<Option<DateTime<Utc>>>,
@@ -281,6 +284,7 @@ impl HistoryApi {
     ) -> ApiResult<Json<TopStatements>> {
         let w = window(collect_interval(&state).await, from.0, to.0, None)?;
         let server = server_by_name(&state, &name).await?;
+        let texts = super::activity::texts_for(&state, &auth);
         let rows = statements::top(
             &state.pool,
             server.id,
@@ -317,7 +321,7 @@ impl HistoryApi {
                     blk_write_time_ms: r.blk_write_time,
                     wal_bytes: r.wal_bytes,
                     time_share: r.time_share,
-                    query: r.query,
+                    query: show_query(texts, r.query.as_deref()),
                 })
                 .collect(),
         }))
@@ -329,7 +333,7 @@ impl HistoryApi {
     async fn statement(
         &self,
         state: Data<&AppState>,
-        _auth: Auth,
+        auth: Auth,
         name: Path<String>,
         queryid: Path<i64>,
         from: Query<Option<DateTime<Utc>>>,
@@ -346,6 +350,8 @@ impl HistoryApi {
                 queryid.0, server.name
             )));
         };
+        // `query` is a plain string in this answer: no text is "".
+        let query = show_query(super::activity::texts_for(&state, &auth), Some(&query)).unwrap_or_default();
         let rows = statements::series(&state.pool, server.id, queryid.0, w.first, w.end, w.step_secs).await?;
         let time = family_series::times(&w);
         let n = time.len();

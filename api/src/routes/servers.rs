@@ -814,7 +814,10 @@ async fn test_connection(state: &AppState, server: &ServerRow) -> ApiResult<Test
                 TestConnectionOut {
                     ok: true,
                     latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
-                    version: version.split_whitespace().next().map(str::to_string),
+                    version: version
+                        .split_whitespace()
+                        .next()
+                        .map(|v| pgmon_shared::redact::peer_text(v, 100)),
                     in_recovery: row.try_get(1).ok(),
                     error: None,
                     message: None,

@@ -7,6 +7,7 @@ use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::history_cache::{self, Shape};
 use crate::live::{LiveStatus, SessionQuery};
+use pgmon_shared::redact::show_query;
 use crate::payload::SerdeJson;
 use crate::state::AppState;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -277,14 +278,24 @@ impl StatsApi {
     async fn live(
         &self,
         state: Data<&AppState>,
-        _auth: Auth,
+        auth: Auth,
         name: Path<String>,
     ) -> ApiResult<Json<LiveStatusOut>> {
         let server = server_by_name(&state, &name).await?;
         let status = state.live.status(&state, &server).await;
         let disk = state.live.disk(&state, &server).await;
+        let texts = super::activity::texts_for(&state, &auth);
         let queries = if status.reachable {
-            (*state.live.queries(&state, &server).await).clone()
+            state
+                .live
+                .queries(&state, &server)
+                .await
+                .iter()
+                .map(|q| SessionQuery {
+                    query: show_query(texts, q.query.as_deref()),
+                    ..q.clone()
+                })
+                .collect()
         } else {
             Vec::new()
         };

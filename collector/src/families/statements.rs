@@ -19,6 +19,7 @@ use crate::tasks::Task;
 use crate::writer::Rows;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use pgmon_shared::redact::redact_sql;
 use pgmon_shared::store::history::statements::{self as store, StatementRow, TextRow};
 use pgmon_shared::store::system_log::{self, Level, NewEntry};
 use std::collections::{HashMap, HashSet};
@@ -330,7 +331,9 @@ impl Family for Statements {
                     texts.push(TextRow {
                         server_id: id,
                         queryid: col(r, 0)?,
-                        query: store::cut(q.as_deref().unwrap_or("")),
+                        // Before PostgreSQL 16 utility statements keep their literals: an `ALTER
+                        // ROLE ... PASSWORD '...'` would be stored as typed.
+                        query: store::cut(&redact_sql(q.as_deref().unwrap_or(""))),
                     });
                 }
                 let mut all = cx
