@@ -364,6 +364,7 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
     Ok(AppState {
         pool,
         limiter: LoginLimiter::new(cfg.api.login_attempts_per_minute),
+        probes: crate::probe_limit::ProbeLimiter::new(cfg.servers.test_attempts_per_minute),
         jwt: Arc::new(crate::auth::jwt::JwtKeys::new(&jwt_secret)),
         crypto: Arc::new(crypto),
         hasher,
@@ -437,6 +438,7 @@ fn spawn_housekeeping(state: AppState) {
         loop {
             tick.tick().await;
             state.limiter.retain_recent();
+            state.probes.retain_recent();
             if n.is_multiple_of(60) {
                 match store::tokens::purge_expired(&state.pool).await {
                     Ok(rows) if rows > 0 => tracing::info!(rows, "purged expired token rows"),

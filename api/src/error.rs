@@ -84,6 +84,14 @@ impl ApiError {
             retry_after_secs.max(1),
         )
     }
+    /// 422: the values are well-formed but refused (e.g. a target `servers.allowed_targets` refuses).
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::Unprocessable(body(detail))
+    }
+    /// 429 with its own `detail`.
+    pub fn too_many_with(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self::TooManyRequests(body(detail), retry_after_secs.max(1))
+    }
     /// Logs `err` and answers a generic 500.
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error");

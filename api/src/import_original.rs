@@ -376,6 +376,7 @@ fn plan(dir: &Path, pgmon: &Crypto) -> anyhow::Result<Plan> {
                     _ => SecretChange::Clear,
                 },
                 data_path: "/".into(),
+                enabled: true,
             })
         } else {
             None

@@ -10,6 +10,7 @@ pub mod import_original;
 pub mod live;
 pub mod metrics;
 pub mod payload;
+pub mod probe_limit;
 pub mod remote_pools;
 pub mod routes;
 pub mod state;

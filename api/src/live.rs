@@ -71,7 +71,7 @@ pub struct SessionQuery {
 pub struct LiveStatus {
     pub server: String,
     pub reachable: bool,
-    /// `auth_failed`, `timeout`, `unreachable`, `tls` or `other` when not reachable.
+    /// `auth_failed`, `timeout`, `unreachable`, `tls`, `refused` or `other` when not reachable.
     pub error_class: Option<String>,
     pub error: Option<String>,
     /// When the server was asked; older than the request by up to the cache TTL.

@@ -9,6 +9,8 @@ async fn main() {
         match Config::load(&Config::resolve_path(cli.config.as_deref())) {
             Ok(cfg) => {
                 telemetry::init(&cfg.log);
+                // Before anything connects: every connection of the process is checked against it.
+                pgmon_shared::targets::install(cfg.servers.allowed());
                 Some(cfg)
             }
             Err(e) => {

@@ -6,11 +6,16 @@
 //! housekeeping pass closes connections idle for [`IDLE_CLOSE`] and drops pools unused for as long,
 //! since nothing in deadpool closes idle connections by itself. `pools.*.min` is not kept warm:
 //! deadpool has no minimum size, and an API that only answers on demand does not need one.
+//!
+//! Every `get` resolves the server's host and checks it against `servers.allowed_targets` first; a pool
+//! connects only to the addresses checked when it was built, and is rebuilt when a later check gives
+//! other addresses, so a DNS change reaches no new connection unchecked.
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use pgmon_shared::config::PoolsConfig;
 use pgmon_shared::remote::{self, ErrorClass, RemoteError, SessionOpts, Target};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +31,8 @@ struct Entry {
     name: String,
     profile: String,
     target: Target,
+    /// The checked addresses the pool connects to.
+    addrs: Vec<IpAddr>,
     pool: Pool,
     last_used: Instant,
 }
@@ -73,10 +80,18 @@ impl RemotePools {
     }
 
     /// The pool of server `id`, created or rebuilt if its settings changed.
-    fn pool_for(&self, id: i64, name: &str, profile: &str, target: &Target) -> Result<Pool, RemoteError> {
+    fn pool_for(
+        &self,
+        id: i64,
+        name: &str,
+        profile: &str,
+        target: &Target,
+        addrs: Vec<IpAddr>,
+    ) -> Result<Pool, RemoteError> {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = pools.get_mut(&id)
             && e.target == *target
+            && e.addrs == addrs
             && e.profile == profile
         {
             e.last_used = Instant::now();
@@ -85,7 +100,7 @@ impl RemotePools {
         }
         let opts = session_opts();
         let mgr = Manager::from_config(
-            remote::pg_config(target, &opts),
+            remote::pg_config(target, &opts, &addrs),
             remote::tls_connector(target.sslmode),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Verified,
@@ -107,6 +122,7 @@ impl RemotePools {
                 name: name.to_string(),
                 profile: profile.to_string(),
                 target: target.clone(),
+                addrs,
                 pool: pool.clone(),
                 last_used: Instant::now(),
             },
@@ -114,7 +130,7 @@ impl RemotePools {
         Ok(pool)
     }
 
-    /// A connection to server `id`, within the connect deadline.
+    /// A connection to server `id`, within the connect deadline (resolution and its check included).
     pub async fn get(
         &self,
         id: i64,
@@ -122,9 +138,15 @@ impl RemotePools {
         profile: &str,
         target: &Target,
     ) -> Result<deadpool_postgres::Object, RemoteError> {
-        let pool = self.pool_for(id, name, profile, target)?;
         let deadline = session_opts().connect_timeout + Duration::from_secs(1);
-        match tokio::time::timeout(deadline, pool.get()).await {
+        let started = Instant::now();
+        let addrs = match tokio::time::timeout(deadline, remote::resolve(target)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(RemoteError::timeout("connect", session_opts().connect_timeout)),
+        };
+        let pool = self.pool_for(id, name, profile, target, addrs)?;
+        let left = deadline.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, pool.get()).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(deadpool_postgres::PoolError::Backend(e))) => Err(RemoteError::from_pg(&e)),
             Ok(Err(deadpool_postgres::PoolError::Timeout(_))) | Err(_) => {

@@ -18,6 +18,8 @@ pub struct AppState {
     pub crypto: Arc<Crypto>,
     pub hasher: Hasher,
     pub limiter: LoginLimiter,
+    /// Server probes per user (`servers.test_attempts_per_minute`).
+    pub probes: crate::probe_limit::ProbeLimiter,
     pub started: Instant,
     pub remote: crate::remote_pools::RemotePools,
     /// Auth states and servers by name, kept current by LISTEN (off until the listener runs).

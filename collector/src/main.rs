@@ -13,6 +13,8 @@ async fn main() {
         }
     };
     telemetry::init(&cfg.log);
+    // Before anything connects: every connection of the process is checked against it.
+    pgmon_shared::targets::install(cfg.servers.allowed());
     if let Err(e) = pgmon_collector::run(cli, cfg).await {
         eprintln!("pgmon-collector: {e:#}");
         std::process::exit(1);

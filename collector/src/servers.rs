@@ -123,11 +123,13 @@ impl Registry {
     }
 
     /// Records a failed connect: the next try waits 1 s, 2 s, 4 s ... (capped at 5 min), with jitter
-    /// so that many servers failing together do not retry together.
-    pub fn failed(&self, id: i64, e: &RemoteError) {
+    /// so that many servers failing together do not retry together. Returns whether this failure's
+    /// class differs from the previous one's (a new condition, worth one log line).
+    pub fn failed(&self, id: i64, e: &RemoteError) -> bool {
         let Ok(mut map) = self.backoff.lock() else {
-            return;
+            return false;
         };
+        let new = map.get(&id).is_none_or(|b| b.last.class != e.class);
         let failures = map.get(&id).map_or(0, |b| b.failures).saturating_add(1);
         let exp = BACKOFF_BASE.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
         let delay = exp.min(BACKOFF_CAP).mul_f64(0.5 + rand::random::<f64>() * 0.5);
@@ -139,6 +141,7 @@ impl Registry {
                 last: e.clone(),
             },
         );
+        new
     }
 
     pub fn succeeded(&self, id: i64) {

@@ -10,7 +10,7 @@ use crate::servers::{Server, settings_error};
 use crate::writer::{Batch, Rows};
 use chrono::{DateTime, Months, TimeZone, Utc};
 use futures::StreamExt;
-use pgmon_shared::remote::{self, RemoteError, SessionOpts};
+use pgmon_shared::remote::{self, ErrorClass, RemoteError, SessionOpts};
 use pgmon_shared::store::stats::AvailabilityRow;
 use pgmon_shared::store::system_log::{self, Level, NewEntry};
 use pgmon_shared::store::{self, StoreError, collectors};
@@ -352,8 +352,13 @@ async fn connect(
             Ok((c, t0.elapsed().as_secs_f64() * 1000.0))
         }
         Err(e) => {
-            ctx.servers.failed(server.id(), &e);
-            tracing::debug!(server = %server.row.name, error = %e, "connect failed");
+            let new = ctx.servers.failed(server.id(), &e);
+            if new && e.class == ErrorClass::Refused {
+                // A configuration matter, not an outage: said once, not at every retry.
+                tracing::warn!(server = %server.row.name, error = %e, "not connecting: target refused");
+            } else {
+                tracing::debug!(server = %server.row.name, error = %e, "connect failed");
+            }
             Err(e)
         }
     }

@@ -37,6 +37,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub servers: ServersConfig,
     /// The JWT secret itself when given by the original's `SECRET_KEY` variable; never from the file.
     #[serde(skip)]
     pub jwt_secret_inline: Option<String>,
@@ -283,6 +285,36 @@ impl MetricsConfig {
     }
 }
 
+/// Where pgmon may connect, and how often operators may probe (see `targets`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServersConfig {
+    /// CIDR blocks, addresses and host-name globs pgmon may connect to (checked after DNS, on every
+    /// connect); link-local and cloud metadata addresses only when listed explicitly.
+    pub allowed_targets: Vec<String>,
+    /// `test-connection` and `test-ssh` attempts per user and minute, so the API is no port scanner.
+    pub test_attempts_per_minute: u32,
+}
+
+impl Default for ServersConfig {
+    fn default() -> Self {
+        Self {
+            allowed_targets: crate::targets::DEFAULT_ALLOWED
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            test_attempts_per_minute: 30,
+        }
+    }
+}
+
+impl ServersConfig {
+    /// [`ServersConfig::allowed_targets`], parsed (validated at load).
+    pub fn allowed(&self) -> crate::targets::AllowedTargets {
+        crate::targets::AllowedTargets::parse(&self.allowed_targets).unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -416,6 +448,12 @@ impl Config {
                 return bad("metrics.allow", &reason);
             }
         }
+        if let Err(reason) = crate::targets::AllowedTargets::parse(&self.servers.allowed_targets) {
+            return bad("servers.allowed_targets", &reason);
+        }
+        if self.servers.test_attempts_per_minute == 0 {
+            return bad("servers.test_attempts_per_minute", "must be at least 1");
+        }
         if self.api.refresh_reuse_grace_secs > 300 {
             return bad("api.refresh_reuse_grace_secs", "must be at most 300");
         }
@@ -502,6 +540,7 @@ fn template_table() -> toml::Table {
         pools: PoolsConfig::default(),
         log: LogConfig::default(),
         metrics: MetricsConfig::default(),
+        servers: ServersConfig::default(),
         jwt_secret_inline: None,
     };
     toml::Table::try_from(&cfg).unwrap_or_default()
@@ -613,6 +652,25 @@ mod tests {
         assert_eq!(c.store.url, "postgres://a@b/c");
         assert_eq!(c.jwt_secret_inline.as_deref(), Some("s3cr3t"));
         assert_eq!(c.log.level, "debug");
+    }
+
+    #[test]
+    fn allowed_targets_default_and_bad_entries_are_named() {
+        let c = load("[store]\nurl = \"x\"\n", &[]).expect("config");
+        assert_eq!(c.servers.allowed_targets, ["0.0.0.0/0", "::/0"]);
+        assert_eq!(c.servers.test_attempts_per_minute, 30);
+        let c = load(
+            "[store]\nurl = \"x\"\n[servers]\nallowed_targets = [\"10.0.0.0/8\", \"*.db.example.com\"]\n",
+            &[],
+        )
+        .expect("config");
+        assert_eq!(c.servers.allowed_targets.len(), 2);
+        let e = load(
+            "[store]\nurl = \"x\"\n[servers]\nallowed_targets = [\"10.0.0.0/99\"]\n",
+            &[],
+        )
+        .expect_err("bad cidr");
+        assert!(e.to_string().contains("servers.allowed_targets"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod settings;
 pub mod ssh;
 pub mod stats;
 pub mod store;
+pub mod targets;
 pub mod telemetry;
 pub mod validate;
 pub mod version;

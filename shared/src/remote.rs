@@ -12,10 +12,15 @@
 //! (a private CA); otherwise the Mozilla roots (webpki-roots) plus the system bundle
 //! (`/etc/ssl/certs/ca-certificates.crt`), as with libpq's `sslrootcert=system`.
 //!
+//! Every connect first resolves the host and checks every address against `servers.allowed_targets`
+//! ([`crate::targets`]), then connects to those addresses (`hostaddr`), the name kept for TLS: what
+//! was checked is what is reached.
+//!
 //! Errors are reduced to a class and a message written here: the message never carries the password
 //! nor text chosen by the server (only its SQLSTATE), since a monitored server is not trusted.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -141,11 +146,14 @@ impl SessionOpts {
     }
 }
 
-/// The tokio-postgres settings of a session on `t`.
-pub fn pg_config(t: &Target, opts: &SessionOpts) -> tokio_postgres::Config {
+/// The tokio-postgres settings of a session on `t`, reaching it at `addrs` (the checked result of
+/// [`resolve`]; one `host`/`hostaddr` pair each, tried in order, the name used for TLS).
+pub fn pg_config(t: &Target, opts: &SessionOpts, addrs: &[IpAddr]) -> tokio_postgres::Config {
     let mut c = tokio_postgres::Config::new();
-    c.host(&t.host)
-        .port(t.port)
+    for a in addrs {
+        c.host(&t.host).hostaddr(*a);
+    }
+    c.port(t.port)
         .dbname(&t.dbname)
         .user(&t.user)
         .application_name(opts.application_name)
@@ -375,6 +383,8 @@ pub enum ErrorClass {
     Timeout,
     Unreachable,
     Tls,
+    /// Not tried: `servers.allowed_targets` refuses the address.
+    Refused,
     Other,
 }
 
@@ -385,6 +395,7 @@ impl ErrorClass {
             ErrorClass::Timeout => "timeout",
             ErrorClass::Unreachable => "unreachable",
             ErrorClass::Tls => "tls",
+            ErrorClass::Refused => "refused",
             ErrorClass::Other => "other",
         }
     }
@@ -527,12 +538,30 @@ fn io_kind_text(e: &std::io::Error) -> String {
     }
 }
 
-/// Opens a session on `t`: TCP, TLS per `sslmode` and authentication, all within
-/// `opts.connect_timeout`. The connection's driver task is spawned; dropping the client closes it.
+impl From<crate::targets::TargetError> for RemoteError {
+    fn from(e: crate::targets::TargetError) -> Self {
+        let class = if e.is_refused() {
+            ErrorClass::Refused
+        } else {
+            ErrorClass::Unreachable
+        };
+        Self::new(class, e.to_string())
+    }
+}
+
+/// The addresses of `t` that the process's `servers.allowed_targets` admits (all of them, or an error
+/// naming the rule that refuses one).
+pub async fn resolve(t: &Target) -> Result<Vec<IpAddr>, RemoteError> {
+    let addrs = crate::targets::resolve(&t.host, t.port).await?;
+    Ok(addrs.iter().map(|a| a.ip()).collect())
+}
+
+/// Opens a session on `t`: resolution and its check, TCP, TLS per `sslmode` and authentication, all
+/// within `opts.connect_timeout`. The connection's driver task is spawned; dropping the client closes it.
 pub async fn connect(t: &Target, opts: &SessionOpts) -> Result<tokio_postgres::Client, RemoteError> {
-    let cfg = pg_config(t, opts);
     let tls = tls_connector(t.sslmode);
     let attempt = async move {
+        let cfg = pg_config(t, opts, &resolve(t).await?);
         let (client, connection) = cfg.connect(tls).await.map_err(|e| RemoteError::from_pg(&e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -583,9 +612,19 @@ mod tests {
             sslmode: SslMode::VerifyFull,
         };
         assert!(!format!("{t:?}").contains("hunter2"));
-        let c = pg_config(&t, &SessionOpts::new("pgmon-test"));
+        let c = pg_config(
+            &t,
+            &SessionOpts::new("pgmon-test"),
+            &["192.0.2.1".parse().expect("ip")],
+        );
         assert_eq!(c.get_application_name(), Some("pgmon-test"));
         assert_eq!(c.get_ports(), &[5433]);
+        // The checked address is what is reached; the name stays for TLS.
+        assert_eq!(c.get_hostaddrs(), &["192.0.2.1".parse::<IpAddr>().expect("ip")]);
+        assert_eq!(
+            c.get_hosts(),
+            &[tokio_postgres::config::Host::Tcp("db.example".into())]
+        );
         assert_eq!(c.get_password(), Some(&b"hunter2"[..]));
         let o = c.get_options().unwrap_or_default();
         assert!(o.contains("statement_timeout=5000"), "{o}");

@@ -6,6 +6,10 @@
 //! caller's overall deadline, so a peer that accepts TCP and never speaks cannot hang a caller. The
 //! command's output is capped.
 //!
+//! The host is resolved and every address checked against `servers.allowed_targets`
+//! ([`crate::targets`]) before any packet leaves, and TCP goes to those checked addresses: credentials
+//! are never offered to a host the site did not allow.
+//!
 //! Also here: parsing, converting and generating SSH keys (`russh::keys`, i.e. ssh-key), so the API
 //! and the client agree on formats and fingerprints.
 
@@ -83,6 +87,8 @@ pub enum SshErrorClass {
     Unreachable,
     HostKeyMismatch,
     CommandFailed,
+    /// Not tried: `servers.allowed_targets` refuses the address.
+    Refused,
 }
 
 impl SshErrorClass {
@@ -93,6 +99,7 @@ impl SshErrorClass {
             SshErrorClass::Unreachable => "unreachable",
             SshErrorClass::HostKeyMismatch => "host_key_mismatch",
             SshErrorClass::CommandFailed => "command_failed",
+            SshErrorClass::Refused => "refused",
         }
     }
 }
@@ -297,10 +304,14 @@ async fn session(
 }
 
 async fn tcp_connect(host: &str, port: u16) -> Result<tokio::net::TcpStream, SshError> {
-    let addrs: Vec<_> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| SshError::new(SshErrorClass::Unreachable, format!("cannot resolve {host}: {e}")))?
-        .collect();
+    let addrs = crate::targets::resolve(host, port).await.map_err(|e| {
+        let class = if e.is_refused() {
+            SshErrorClass::Refused
+        } else {
+            SshErrorClass::Unreachable
+        };
+        SshError::new(class, e.to_string())
+    })?;
     let mut last = format!("{host} resolves to no address");
     for addr in addrs {
         match tokio::net::TcpStream::connect(addr).await {

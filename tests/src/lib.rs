@@ -354,7 +354,12 @@ impl Roles {
 
     /// With `api_extra` added to the `[api]` section.
     pub async fn start_with(api_extra: &str) -> Self {
-        let env = TestEnv::new(&format!("login_attempts_per_minute = 1000\n{api_extra}"), "").await;
+        Self::start_with_config(api_extra, "").await
+    }
+
+    /// With `api_extra` added to the `[api]` section and `extra` (whole sections) to the config.
+    pub async fn start_with_config(api_extra: &str, extra: &str) -> Self {
+        let env = TestEnv::new(&format!("login_attempts_per_minute = 1000\n{api_extra}"), extra).await;
         env.add_user("admin", "admin", "admin-password-1");
         env.add_user("op", "operator", "operator-password-1");
         env.add_user("view", "viewer", "viewer-password-1");

@@ -152,18 +152,27 @@ async fn crud_defaults_validation_and_rename() {
     assert_eq!(out["ssh_data_path"], "/srv");
     assert_eq!(out["has_ssh_password"], true, "an empty ssh_password keeps it");
     assert_eq!(out["status"], "disabled");
-    let out = put(json!({"host": "127.0.0.3"})).await;
+    // A moved target keeps only the credentials given with the move (see tests/targets.rs).
+    let out = put(json!({"host": "127.0.0.3", "password": "pw-2", "ssh_password": "ssh-pw-2"})).await;
     assert_eq!(out["ssh_host"], Value::Null, "{out}");
     assert_eq!(
         out["ssh_host_key_fingerprint"],
         Value::Null,
         "new endpoint, pin forgotten"
     );
-    let out = put(json!({"ssh_host": "127.0.0.4"})).await;
+    assert_eq!(
+        (out["has_password"].clone(), out["has_ssh_password"].clone()),
+        (json!(true), json!(true))
+    );
+    let out = put(json!({"ssh_host": "127.0.0.4", "ssh_password": "ssh-pw-3"})).await;
     assert_eq!(out["ssh_host"], "127.0.0.4");
-    let out = put(json!({"host": "127.0.0.5"})).await;
+    let out = put(json!({"host": "127.0.0.5", "password": "pw-3"})).await;
     assert_eq!(out["ssh_host"], "127.0.0.4", "an explicit ssh_host stays");
-    let out = put(json!({"ssh_host": null})).await;
+    assert_eq!(
+        out["has_ssh_password"], true,
+        "the SSH endpoint did not move: {out}"
+    );
+    let out = put(json!({"ssh_host": null, "ssh_password": "ssh-pw-4"})).await;
     assert_eq!(out["ssh_host"], Value::Null, "null: follow the host again");
 
     // Rename, and clear the password.

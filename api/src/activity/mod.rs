@@ -35,7 +35,7 @@ pub struct Remote {
 pub struct Reach {
     pub server: String,
     pub reachable: bool,
-    /// `auth_failed`, `timeout`, `unreachable`, `tls` or `other` when not reachable.
+    /// `auth_failed`, `timeout`, `unreachable`, `tls`, `refused` or `other` when not reachable.
     pub error_class: Option<String>,
     pub error: Option<String>,
     pub checked_at: DateTime<Utc>,
@@ -130,6 +130,7 @@ fn class_of(s: &str) -> ErrorClass {
         "timeout" => ErrorClass::Timeout,
         "unreachable" => ErrorClass::Unreachable,
         "tls" => ErrorClass::Tls,
+        "refused" => ErrorClass::Refused,
         _ => ErrorClass::Other,
     }
 }

@@ -7,6 +7,16 @@
 //! `PUT` merges: a field left out keeps its stored value, `null` clears what can be cleared
 //! (`password`, `ssh`, `ssh.key_id`, `ssh.password`). A server authenticates over SSH with a key or a
 //! password, never both: setting one drops the other.
+//!
+//! A stored secret is bound to the target it was given for: a `PUT` that moves the PostgreSQL target
+//! (`host`, `port`, `user`, `dbname`, `sslmode`) without a new `password` forgets the stored one, and
+//! one that moves the SSH endpoint (`ssh_host`, else `host`; `ssh_port`; `ssh_user`) without a new SSH
+//! credential forgets the SSH password and key choice (SSH stays configured, off, until one is
+//! given). Otherwise an edit would send the old credentials to whoever answers at the new address.
+//! The answer says so (`password_cleared`, `ssh_credentials_cleared`, `note`).
+//!
+//! Every host is checked against `servers.allowed_targets` when it is set (422 naming the rule) and
+//! again, after DNS, at every connect. Probes are limited per user (`servers.test_attempts_per_minute`).
 
 use super::Message;
 use super::auth::{actor, record};
@@ -22,6 +32,7 @@ use pgmon_shared::store::audit::event;
 use pgmon_shared::store::servers::{self, SecretChange, ServerRow, ServerSpec, SshSpec, SshTargetError};
 use pgmon_shared::store::stats_read;
 use pgmon_shared::store::{StoreError, ssh_keys};
+use pgmon_shared::targets;
 use pgmon_shared::validate;
 use poem::Request;
 use poem::web::Data;
@@ -141,6 +152,9 @@ pub struct ServerIn {
     pub data_dir: Option<serde_json::Value>,
     pub created_at: Option<serde_json::Value>,
     pub updated_at: Option<serde_json::Value>,
+    pub password_cleared: Option<serde_json::Value>,
+    pub ssh_credentials_cleared: Option<serde_json::Value>,
+    pub note: Option<serde_json::Value>,
 }
 
 /// libpq's `sslmode` values pgmon accepts.
@@ -255,13 +269,28 @@ pub struct ServerOut {
     pub status_checked_at: Option<DateTime<Utc>>,
     pub status_source: Option<String>,
     pub reachable: Option<bool>,
-    /// `auth_failed`, `timeout`, `unreachable`, `tls` or `other` when not reachable.
+    /// `auth_failed`, `timeout`, `unreachable`, `tls`, `refused` (`servers.allowed_targets`) or `other`
+    /// when not reachable.
     pub error_class: Option<String>,
     pub error: Option<String>,
     pub version_num: Option<i32>,
     pub in_recovery: Option<bool>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// pgmon addition, in a `PUT` answer only: the stored PostgreSQL password was forgotten, because
+    /// the target changed and no new `password` came with the change.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_cleared: Option<bool>,
+    /// pgmon addition, in a `PUT` answer only: the SSH password and key choice were forgotten (SSH is
+    /// off), because the SSH endpoint changed and no new credential came with the change.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_credentials_cleared: Option<bool>,
+    /// pgmon addition: what the change did that the caller may not expect, in words.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl crate::payload::JsonSizeHint for Vec<ServerOut> {
@@ -362,6 +391,9 @@ fn server_out(s: ServerRow, key: Option<KeyInfo>, seen: Seen) -> ServerOut {
         description: s.description,
         created_at: s.created_at,
         updated_at: s.updated_at,
+        password_cleared: None,
+        ssh_credentials_cleared: None,
+        note: None,
     }
 }
 
@@ -385,7 +417,8 @@ pub struct TestSshOut {
     /// The key the host presented (also on `host_key_mismatch`).
     pub host_key_fingerprint: Option<String>,
     pub disk: Option<DiskOut>,
-    /// `auth_failed | timeout | unreachable | host_key_mismatch | command_failed`
+    /// `auth_failed | timeout | unreachable | host_key_mismatch | command_failed` (a target
+    /// `servers.allowed_targets` refuses is a 422 instead)
     pub error: Option<String>,
 }
 
@@ -398,7 +431,7 @@ pub struct TestConnectionOut {
     /// `server_version`'s number, e.g. `15.10`.
     pub version: Option<String>,
     pub in_recovery: Option<bool>,
-    /// `auth_failed | timeout | unreachable | tls | other`
+    /// `auth_failed | timeout | unreachable | tls | other` (a refused target is a 422 instead)
     pub error: Option<String>,
     pub message: Option<String>,
     /// Sessions by state when connected.
@@ -500,7 +533,8 @@ impl ServersApi {
         body: JsonBody<ServerIn>,
     ) -> ApiResult<Json<ServerOut>> {
         let me = auth.operator()?;
-        let spec = build_spec(&state, body.0, None).await?;
+        let (spec, _) = build_spec(&state, body.0, None).await?;
+        check_targets(&spec, None).await?;
         let row = servers::create(&state.pool, &spec).await?;
         let details = format!(
             "server {} ({}:{}){}",
@@ -533,7 +567,8 @@ impl ServersApi {
     ) -> ApiResult<Json<ServerOut>> {
         let me = auth.operator()?;
         let current = load(&state, &name).await?;
-        let spec = build_spec(&state, body.0, Some(&current)).await?;
+        let (spec, forgot) = build_spec(&state, body.0, Some(&current)).await?;
+        check_targets(&spec, Some(&current)).await?;
         let row = servers::update(&state.pool, &name, &spec)
             .await
             .map_err(|e| not_found_as(e, &name))?;
@@ -545,7 +580,15 @@ impl ServersApi {
             Some(&details),
         )
         .await;
-        Ok(Json(with_status(&state, row, true).await?))
+        let mut out = with_status(&state, row, true).await?;
+        if forgot.password {
+            out.password_cleared = Some(true);
+        }
+        if forgot.ssh {
+            out.ssh_credentials_cleared = Some(true);
+        }
+        out.note = forgot.note();
+        Ok(Json(out))
     }
 
     /// Delete a server (admin, operator). Its collected stats stay in the store, no longer reachable
@@ -612,7 +655,8 @@ impl ServersApi {
         auth: Auth,
         name: Path<String>,
     ) -> ApiResult<Json<TestConnectionOut>> {
-        auth.operator()?;
+        let me = auth.operator()?;
+        probe_allowed(&state, &me.login)?;
         let server = load(&state, &name).await?;
         Ok(Json(test_connection(&state, &server).await?))
     }
@@ -626,7 +670,8 @@ impl ServersApi {
         auth: Auth,
         name: Path<String>,
     ) -> ApiResult<Json<TestPgOut>> {
-        auth.operator()?;
+        let me = auth.operator()?;
+        probe_allowed(&state, &me.login)?;
         let server = load(&state, &name).await?;
         let t = test_connection(&state, &server).await?;
         let message = if t.ok {
@@ -659,6 +704,7 @@ impl ServersApi {
         name: Path<String>,
     ) -> ApiResult<Json<TestSshOut>> {
         let me = auth.operator()?;
+        probe_allowed(&state, &me.login)?;
         let server = load(&state, &name).await?;
         let auth_type = if server.ssh_key_id.is_some() {
             "key"
@@ -729,6 +775,9 @@ impl ServersApi {
                     error: None,
                 }
             }
+            Err(e) if e.class == ssh::SshErrorClass::Refused => {
+                return Err(ApiError::unprocessable(format!("ssh_host: {}", e.message)));
+            }
             Err(e) => failed(e.class.as_str(), e.message, e.host_key_fingerprint),
         };
         Ok(Json(out))
@@ -787,6 +836,53 @@ async fn with_status(state: &AppState, row: ServerRow, fresh: bool) -> ApiResult
     Ok(server_out(row, key, seen))
 }
 
+/// Takes one probe from `login`'s budget: 429 past `servers.test_attempts_per_minute`.
+fn probe_allowed(state: &AppState, login: &str) -> ApiResult<()> {
+    state.probes.check(login).map_err(|(limit, wait)| {
+        ApiError::too_many_with(
+            format!(
+                "too many connection tests: at most {limit} a minute per user \
+                 (servers.test_attempts_per_minute); try again in {wait} s"
+            ),
+            wait,
+        )
+    })
+}
+
+/// How long `check_targets` waits for DNS; a name that does not resolve in time is not refused here
+/// (every connect checks it again).
+const CHECK_RESOLVE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// 422 when `servers.allowed_targets` refuses the PostgreSQL host or the SSH host of `spec`. On an
+/// update only a moved endpoint is checked, so that a server a narrowed policy now refuses can still
+/// be disabled or described; it is refused at every connect anyway.
+async fn check_targets(spec: &ServerSpec, current: Option<&ServerRow>) -> ApiResult<()> {
+    let mut endpoints = vec![("host", spec.host.as_str(), spec.port)];
+    if let Some(s) = &spec.ssh {
+        endpoints.push(("ssh_host", s.host.as_deref().unwrap_or(&spec.host), s.port));
+    }
+    for (field, host, port) in endpoints {
+        let unchanged = current.is_some_and(|c| match field {
+            "host" => c.host == host && c.port == port,
+            _ => {
+                c.ssh_enabled
+                    && c.ssh_host.as_deref().unwrap_or(&c.host) == host
+                    && c.ssh_port.unwrap_or(22) == port
+            }
+        });
+        if unchanged {
+            continue;
+        }
+        let port = u16::try_from(port).unwrap_or(0);
+        if let Ok(Err(e)) = tokio::time::timeout(CHECK_RESOLVE_DEADLINE, targets::resolve(host, port)).await
+            && e.is_refused()
+        {
+            return Err(ApiError::unprocessable(format!("{field}: {e}")));
+        }
+    }
+    Ok(())
+}
+
 /// One connection as the collector makes it, and what the server says of itself.
 async fn test_connection(state: &AppState, server: &ServerRow) -> ApiResult<TestConnectionOut> {
     let target = servers::remote_target(&state.crypto, server).map_err(ApiError::internal)?;
@@ -808,6 +904,9 @@ async fn test_connection(state: &AppState, server: &ServerRow) -> ApiResult<Test
     Ok(
         match tokio::time::timeout(TEST_CONNECTION_DEADLINE, probe).await {
             Err(_) => TestConnectionOut::failed("timeout", "no answer within 14 s".into()),
+            Ok(Err(e)) if e.class == remote::ErrorClass::Refused => {
+                return Err(ApiError::unprocessable(format!("host: {}", e.message)));
+            }
             Ok(Err(e)) => TestConnectionOut::failed(e.class.as_str(), e.message),
             Ok(Ok(row)) => {
                 let version: String = row.try_get(0).unwrap_or_default();
@@ -975,9 +1074,36 @@ async fn key_id_of(state: &AppState, v: MaybeUndefined<String>) -> ApiResult<Opt
     Ok(Some(Some(uuid)))
 }
 
+/// Stored credentials an update forgot because their target moved.
+#[derive(Debug, Default, Clone, Copy)]
+struct Forgotten {
+    password: bool,
+    ssh: bool,
+}
+
+impl Forgotten {
+    fn note(self) -> Option<String> {
+        let pg = "the PostgreSQL target changed and no new password was given: the stored password \
+                  was forgotten (has_password is false); set it again with \"password\"";
+        let ssh = "the SSH endpoint changed and no new SSH credential was given: the SSH password and \
+                   key choice were forgotten and SSH is off; set \"ssh_password\" or \"ssh_key_id\" again";
+        match (self.password, self.ssh) {
+            (false, false) => None,
+            (true, false) => Some(pg.into()),
+            (false, true) => Some(ssh.into()),
+            (true, true) => Some(format!("{pg}; {ssh}")),
+        }
+    }
+}
+
 /// Validates `body`, applies defaults (create) or the stored values (update, `current`), and encrypts
-/// new secrets.
-async fn build_spec(state: &AppState, body: ServerIn, current: Option<&ServerRow>) -> ApiResult<ServerSpec> {
+/// new secrets. A secret the body leaves unchanged is forgotten when its target moves (see the
+/// module's doc); the second value says which were.
+async fn build_spec(
+    state: &AppState,
+    body: ServerIn,
+    current: Option<&ServerRow>,
+) -> ApiResult<(ServerSpec, Forgotten)> {
     let name = match (body.name, current) {
         (Some(n), _) => n,
         (None, Some(c)) => c.name.clone(),
@@ -1020,12 +1146,33 @@ async fn build_spec(state: &AppState, body: ServerIn, current: Option<&ServerRow
         .or_else(|| current.map(|c| c.description.clone()))
         .unwrap_or_default();
     check_text_lines("description", &description, 2000)?;
-    let password = secret_change(state, "password", body.password)?;
+    let mut password = secret_change(state, "password", body.password)?;
+    let pg_moved = current.is_some_and(|c| {
+        (
+            c.host.as_str(),
+            c.port,
+            c.username.as_str(),
+            c.dbname.as_str(),
+            c.sslmode.as_str(),
+        ) != (
+            host.as_str(),
+            port,
+            username.as_str(),
+            dbname.as_str(),
+            sslmode.as_str(),
+        )
+    });
+    let mut forgot = Forgotten::default();
+    if pg_moved && matches!(password, SecretChange::Keep) {
+        forgot.password = current.is_some_and(|c| c.password_enc.is_some());
+        password = SecretChange::Clear;
+    }
     if let MaybeUndefined::Value(p) = &body.ssh_key_passphrase {
         check_secret("ssh_key_passphrase", p)?;
     }
-    let ssh = build_ssh(
+    let (ssh, ssh_forgotten) = build_ssh(
         state,
+        &host,
         SshFields {
             auth_type: body.ssh_auth_type,
             user: body.ssh_user,
@@ -1038,7 +1185,8 @@ async fn build_spec(state: &AppState, body: ServerIn, current: Option<&ServerRow
         current,
     )
     .await?;
-    Ok(ServerSpec {
+    forgot.ssh = ssh_forgotten;
+    let spec = ServerSpec {
         name,
         host,
         port,
@@ -1050,7 +1198,8 @@ async fn build_spec(state: &AppState, body: ServerIn, current: Option<&ServerRow
         enabled: body.enabled.or(current.map(|c| c.enabled)).unwrap_or(true),
         description,
         ssh,
-    })
+    };
+    Ok((spec, forgot))
 }
 
 /// The SSH part of a server body.
@@ -1067,11 +1216,16 @@ struct SshFields {
 /// SSH settings after the change: `None` when SSH is off, which is when the chosen method has no
 /// credential (a key for `key`, a password for `password`), or `ssh_auth_type` is `none`. A server
 /// logs in with a key or a password, never both: choosing one drops the other.
+///
+/// When the endpoint (`ssh_host`, else `pg_host`; port; user) moves, the stored password and key are
+/// not carried over: only a credential given in the same body is. If none is, SSH is kept configured
+/// but off (`enabled: false`), and the second value is true.
 async fn build_ssh(
     state: &AppState,
+    pg_host: &str,
     f: SshFields,
     current: Option<&ServerRow>,
-) -> ApiResult<Option<SshSpec>> {
+) -> ApiResult<(Option<SshSpec>, bool)> {
     let host = match f.host {
         MaybeUndefined::Value(h) if !h.is_empty() => {
             check_host("ssh_host", &h)?;
@@ -1094,11 +1248,23 @@ async fn build_ssh(
         .unwrap_or_else(|| "/".into());
     validate::check_data_path(&data_path).map_err(bad)?;
     let key_given = key_id_of(state, f.key_id).await?;
-    let password = secret_change(state, "ssh_password", f.password)?;
-    let stored_key = current.and_then(|c| c.ssh_key_id);
-    let stored_password = current.is_some_and(|c| c.ssh_password_enc.is_some());
+    let mut password = secret_change(state, "ssh_password", f.password)?;
+    let had_credential = current.is_some_and(|c| c.ssh_key_id.is_some() || c.ssh_password_enc.is_some());
+    let moved = had_credential
+        && current.is_some_and(|c| {
+            c.ssh_host.as_deref().unwrap_or(&c.host) != host.as_deref().unwrap_or(pg_host)
+                || c.ssh_port.unwrap_or(22) != port
+                || c.ssh_username.as_deref().unwrap_or("postgres") != username
+        });
+    if moved && matches!(password, SecretChange::Keep) {
+        password = SecretChange::Clear;
+    }
+    let stored_key = current.and_then(|c| c.ssh_key_id).filter(|_| !moved);
+    let stored_password = !moved && current.is_some_and(|c| c.ssh_password_enc.is_some());
+    // Settings kept while SSH is off, after an earlier move forgot the credentials.
+    let kept_off = current.is_some_and(|c| !c.ssh_enabled && c.ssh_port.is_some());
     let (key_id, password) = match f.auth_type {
-        Some(SshAuthIn::None) => return Ok(None),
+        Some(SshAuthIn::None) => return Ok((None, false)),
         // Without a key, key authentication has no credential: SSH is off, as with no password.
         Some(SshAuthIn::Key) => (key_given.unwrap_or(stored_key), SecretChange::Clear),
         Some(SshAuthIn::Password) => (None, password),
@@ -1115,19 +1281,22 @@ async fn build_ssh(
         SecretChange::Clear => false,
         SecretChange::Keep => stored_password,
     };
-    if key_id.is_none() && !has_password {
-        return Ok(None);
+    let enabled = key_id.is_some() || has_password;
+    if !enabled && !moved && !kept_off {
+        return Ok((None, false));
     }
-    Ok(Some(SshSpec {
+    let spec = SshSpec {
+        enabled,
         host,
         port,
         username,
         key_id,
-        password: if key_id.is_some() {
+        password: if key_id.is_some() || !enabled {
             SecretChange::Clear
         } else {
             password
         },
         data_path,
-    }))
+    };
+    Ok((Some(spec), moved && !enabled))
 }

@@ -102,6 +102,9 @@ impl SecretChange {
 /// SSH settings of a server, validated and defaulted by the caller.
 #[derive(Debug, Clone)]
 pub struct SshSpec {
+    /// False: the settings are kept but SSH is off until a credential is given again (its credentials
+    /// were forgotten because the SSH endpoint changed).
+    pub enabled: bool,
     /// `None`: the server's `host`, following it when it changes.
     pub host: Option<String>,
     pub port: i32,
@@ -221,7 +224,7 @@ pub async fn create_in(conn: &mut sqlx::PgConnection, spec: &ServerSpec) -> Resu
     .bind(&spec.pool)
     .bind(spec.enabled)
     .bind(&spec.description)
-    .bind(ssh.is_some())
+    .bind(ssh.is_some_and(|s| s.enabled))
     .bind(ssh.and_then(|s| s.host.as_deref()))
     .bind(ssh.map(|s| s.port))
     .bind(ssh.map(|s| &s.username))
@@ -236,8 +239,9 @@ pub async fn create_in(conn: &mut sqlx::PgConnection, spec: &ServerSpec) -> Resu
 }
 
 /// Replaces server `name` with `spec` (a different `spec.name` renames it; both names are notified).
-/// Secrets follow their [`SecretChange`]. The pinned host key is forgotten when the SSH endpoint
-/// (`ssh_host`, else `host`, and `ssh_port`) changes or SSH is turned off: it belonged to the old one.
+/// Secrets follow their [`SecretChange`] (the caller decides what a changed target forgets). The
+/// pinned host key is forgotten when the SSH endpoint (`ssh_host`, else `host`, and `ssh_port`)
+/// changes or SSH is turned off: it belonged to the old one.
 pub async fn update(pool: &PgPool, name: &str, spec: &ServerSpec) -> Result<ServerRow> {
     let mut tx = pool.begin().await?;
     let ssh = spec.ssh.as_ref();
@@ -272,7 +276,7 @@ pub async fn update(pool: &PgPool, name: &str, spec: &ServerSpec) -> Result<Serv
     .bind(&spec.pool)
     .bind(spec.enabled)
     .bind(&spec.description)
-    .bind(ssh.is_some())
+    .bind(ssh.is_some_and(|s| s.enabled))
     .bind(ssh.and_then(|s| s.host.as_deref()))
     .bind(ssh.map(|s| s.port))
     .bind(ssh.map(|s| &s.username))

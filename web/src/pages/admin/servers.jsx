@@ -23,9 +23,11 @@ function ServerForm({ server, keys, onClose, onSaved }) {
     if (f.ssh_auth_type === 'key') body.ssh_key_id = f.ssh_key_id || null;
     else if (f.ssh_password) body.ssh_password = f.ssh_password;
     try {
-      if (server) await api(`/servers/${enc(server.name)}`, { method: 'PUT', body });
-      else await api('/servers', { method: 'POST', body });
-      notify(t('Saved'));
+      const saved = server
+        ? await api(`/servers/${enc(server.name)}`, { method: 'PUT', body })
+        : await api('/servers', { method: 'POST', body });
+      // A moved target forgets stored credentials: the answer's note says which.
+      notify(saved && saved.note ? saved.note : t('Saved'), saved && saved.note ? 'warn' : 'ok');
       onSaved();
       onClose();
     } catch (x) {
