@@ -53,11 +53,22 @@ listen = "$LISTEN"
 secure_cookies = false
 web_dir = "$PWD/web/dist"
 
+[collector]
+spool_dir = "$DIR/spool"
+
 [secrets]
 jwt_secret_file = "$DIR/jwt_secret"
 encryption_key_file = "$DIR/encryption_key.key"
 TOML
     chmod 600 "$CONFIG"
+fi
+# Configs written before the spool existed: keep it under .pgmon/ (/var/lib/pgmon is the package's).
+if ! grep -q '^spool_dir' "$CONFIG"; then
+    if grep -q '^\[collector\]' "$CONFIG"; then
+        sed -i "s|^\[collector\]\$|[collector]\nspool_dir = \"$DIR/spool\"|" "$CONFIG"
+    else
+        printf '\n[collector]\nspool_dir = "%s/spool"\n' "$DIR" >> "$CONFIG"
+    fi
 fi
 LISTEN=$(sed -n 's/^listen = "\(.*\)"/\1/p' "$CONFIG" | head -n 1)
 # Configs written before the web UI existed: point them at it.

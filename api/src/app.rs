@@ -260,6 +260,7 @@ pub fn build_endpoint(state: AppState) -> impl Endpoint {
     let spec = Arc::new(spec);
     let ui = Arc::new(ui);
     let web_dir: Arc<std::path::Path> = Arc::from(state.cfg.api.web_dir.as_path());
+    let request_limit = state.cfg.store.call_timeout();
     Route::new()
         .at("/openapi.json", spec.clone())
         .at("/api/openapi.json", spec)
@@ -268,6 +269,7 @@ pub fn build_endpoint(state: AppState) -> impl Endpoint {
         .at("/metrics", poem::get(crate::metrics::scrape))
         .nest("/api", openapi_service())
         .nest("/", openapi_service())
+        .around(move |next, req| request_deadline(next, req, request_limit))
         .around(move |next, req| crate::web::serve(next, req, web_dir.clone()))
         .around(limit_body)
         .around(invalidate_after_writes)
@@ -324,6 +326,26 @@ async fn invalidate_after_writes<E: Endpoint>(next: Arc<E>, req: Request) -> poe
     Ok(out?.into_response())
 }
 
+/// Answers 503 when a request is not done within `store.call_timeout_secs`. Every remote call a
+/// handler makes has a shorter deadline of its own, so in practice this is a store connection gone
+/// half-open (sqlx has no keepalive): without it the request, and its client, would wait forever.
+async fn request_deadline<E: Endpoint>(
+    next: Arc<E>,
+    req: Request,
+    limit: Duration,
+) -> poem::Result<Response> {
+    match tokio::time::timeout(limit, next.call(req)).await {
+        Ok(out) => Ok(out?.into_response()),
+        Err(_) => {
+            tracing::warn!(
+                limit_secs = limit.as_secs(),
+                "a request outlived its deadline; answered 503"
+            );
+            Err(ApiError::unavailable("store did not answer in time").into())
+        }
+    }
+}
+
 /// Refuses bodies over the limit with 413 before any handler reads them.
 async fn limit_body<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Response> {
     let path = req.uri().path();
@@ -361,6 +383,8 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
     let pool = store::connect_lazy(&cfg.store, "pgmon-api")?;
     store::migrate(&pool).await.context("cannot migrate the store")?;
     let hasher = Hasher::new(cfg.api.bcrypt_cost)?;
+    let journal = pgmon_shared::journal::Journal::new(crate::PROCESS, Some(uuid::Uuid::new_v4()));
+    journal.set_call_timeout(cfg.store.call_timeout());
     Ok(AppState {
         pool,
         limiter: LoginLimiter::new(cfg.api.login_attempts_per_minute),
@@ -373,7 +397,7 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
         chunks: Arc::new(ChunkCache::new(cfg.api.history_cache_mb as usize * 1024 * 1024)),
         trusted_proxies: Arc::new(cfg.api.trusted_proxy_nets()),
         live: crate::live::LiveStatuses::default(),
-        journal: pgmon_shared::journal::Journal::new(crate::PROCESS, Some(uuid::Uuid::new_v4())),
+        journal,
         requests: Default::default(),
         cfg: Arc::new(cfg),
         started: Instant::now(),

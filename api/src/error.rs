@@ -75,6 +75,9 @@ impl ApiError {
     pub fn conflict(detail: impl Into<String>) -> Self {
         Self::Conflict(body(detail))
     }
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::Unavailable(body(detail))
+    }
     pub fn too_large(detail: impl Into<String>) -> Self {
         Self::TooLarge(body(detail))
     }
@@ -104,10 +107,11 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found("not found"),
             StoreError::Conflict(m) => ApiError::conflict(m),
-            StoreError::Unavailable(m) => {
+            StoreError::Unavailable(m) | StoreError::Transient(m) => {
                 tracing::warn!(error = %m, "store unavailable");
                 ApiError::Unavailable(body("the pgmon store is unavailable"))
             }
+            StoreError::MissingPartition(m) => ApiError::internal(m),
             StoreError::Other(m) => ApiError::internal(m),
         }
     }

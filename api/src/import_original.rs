@@ -419,7 +419,8 @@ pub async fn run(cfg: &Config, args: &Args) -> anyhow::Result<Report> {
         ),
         None => None,
     };
-    let pool = store::connect_lazy(&cfg.store, "pgmon-api")?;
+    // One transaction whose statements may each take minutes: no store-side statement limits.
+    let pool = store::connect_unbounded(&cfg.store, "pgmon-api")?;
     store::migrate(&pool).await.context("cannot migrate the store")?;
     let mut tx = pool.begin().await?;
     let mut report = Report::default();

@@ -9,6 +9,7 @@
 pub mod families;
 pub mod scheduler;
 pub mod servers;
+pub mod spool;
 pub mod tasks;
 pub mod writer;
 
@@ -118,8 +119,16 @@ impl Ctx {
         let pool = store::connect_lazy(&cfg.store, APP_NAME)?;
         // Server passwords are Fernet tokens: the collector needs the same key file as the API.
         let crypto = secrets::load_crypto(&cfg)?;
-        let writer = Arc::new(writer::Writer::new(cfg.collector.buffer_max_rows));
+        let spool_bytes =
+            usize::try_from(cfg.collector.spool_max_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        let writer = Arc::new(writer::Writer::new(
+            cfg.collector.buffer_max_rows,
+            spool_bytes,
+            cfg.store.call_timeout(),
+        ));
         let instance = Uuid::new_v4();
+        let journal = Journal::new(PROCESS, Some(instance));
+        journal.set_call_timeout(cfg.store.call_timeout());
         let (settings, _) = tokio::sync::watch::channel(Settings::defaults(&cfg));
         Ok(Self {
             cfg,
@@ -132,7 +141,7 @@ impl Ctx {
             busy_since: Default::default(),
             statements: Default::default(),
             counters: Counters::default(),
-            journal: Journal::new(PROCESS, Some(instance)),
+            journal,
             settings,
         })
     }
@@ -140,6 +149,40 @@ impl Ctx {
     /// The effective runtime settings as last read.
     pub fn settings(&self) -> Settings {
         *self.settings.borrow()
+    }
+
+    /// Runs one store call with `store.call_timeout_secs` as its deadline (see [`store::deadline`]).
+    pub async fn store<T>(&self, call: impl Future<Output = store::Result<T>>) -> store::Result<T> {
+        store::deadline(self.cfg.store.call_timeout(), call).await
+    }
+
+    /// Takes this process's spool directory and queues what gone collectors left there. Without a
+    /// usable directory the collector still runs, its snapshots waiting in memory only: said loudly.
+    pub fn open_spool(&self) {
+        let root = &self.cfg.collector.spool_dir;
+        match spool::Spool::open(root, self.instance) {
+            Ok(sp) => {
+                let rows = self.writer.attach_spool(sp);
+                if rows > 0 {
+                    self.journal.log(
+                        pgmon_shared::store::system_log::NewEntry::new(
+                            pgmon_shared::store::system_log::Level::Info,
+                            pgmon_shared::store::system_log::source::SYSTEM,
+                            format!("replaying {rows} rows left in the spool by a collector that stopped"),
+                        )
+                        .details(format!("from {}", root.display())),
+                    );
+                }
+            }
+            Err(e) => self.journal.log(
+                pgmon_shared::store::system_log::NewEntry::new(
+                    pgmon_shared::store::system_log::Level::Error,
+                    pgmon_shared::store::system_log::source::SYSTEM,
+                    "cannot use the spool directory: unwritten snapshots are kept in memory only",
+                )
+                .details(format!("collector.spool_dir = {}: {e}", root.display())),
+            ),
+        }
     }
 }
 
@@ -172,6 +215,8 @@ impl Ctx {
             "rows_written": w.written_rows,
             "rows_dropped": w.dropped_rows,
             "rows_pending": w.pending_rows,
+            "bytes_pending": w.pending_bytes,
+            "bytes_dropped": w.dropped_bytes,
             "claim_takeovers": self.counters.claim_takeovers.load(Relaxed),
             "log_entries_pending": self.journal.pending(),
             "tasks": tasks,
@@ -182,7 +227,10 @@ impl Ctx {
 /// Re-reads the runtime settings from the store; when it cannot, the last ones read stay in force.
 /// Task loops are told when a value changed.
 pub async fn load_settings(ctx: &Ctx) -> Settings {
-    match store::settings::load(&ctx.pool, Settings::defaults(&ctx.cfg)).await {
+    match ctx
+        .store(store::settings::load(&ctx.pool, Settings::defaults(&ctx.cfg)))
+        .await
+    {
         Ok((s, _)) => {
             ctx.settings.send_if_modified(|cur| {
                 let changed = *cur != s;

@@ -1,7 +1,11 @@
 //! The service: one loop per task on a plain tokio interval aligned to the task's slots (missed ticks
-//! skipped; a task's loop awaits its run, so one task never runs twice at once), a writer, a listener
-//! for `NOTIFY pgmon_servers`, and a main loop for signals, heartbeats, server reloads and the
-//! systemd watchdog.
+//! skipped; a task's loop awaits its run, so one task never runs twice at once), a writer and its
+//! spiller, a listener for `NOTIFY pgmon_servers`, a chores task for heartbeats and server and
+//! settings reloads, and a main loop for signals and the systemd watchdog.
+//!
+//! The main loop never awaits the store: a store that hangs (a half-open connection, a black-holed
+//! network) must not keep SIGTERM or `WATCHDOG=1` waiting, or systemd kills the process. Every store
+//! call elsewhere has a deadline (`store.call_timeout_secs`).
 //!
 //! tokio-cron-scheduler was tried and rejected: its repeating jobs stopped after two runs (its issue
 //! #113) and it spawns every firing, so runs overlap.
@@ -36,14 +40,15 @@ fn hostname() -> String {
 }
 
 async fn register(ctx: &Ctx) -> bool {
-    match collectors::register_instance(
-        &ctx.pool,
-        ctx.instance,
-        &hostname(),
-        std::process::id(),
-        env!("CARGO_PKG_VERSION"),
-    )
-    .await
+    match ctx
+        .store(collectors::register_instance(
+            &ctx.pool,
+            ctx.instance,
+            &hostname(),
+            std::process::id(),
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .await
     {
         Ok(()) => true,
         Err(e) => {
@@ -54,7 +59,7 @@ async fn register(ctx: &Ctx) -> bool {
 }
 
 async fn reload(ctx: &Ctx) -> Vec<i64> {
-    match ctx.servers.reload(&ctx.pool, &ctx.crypto).await {
+    match ctx.store(ctx.servers.reload(&ctx.pool, &ctx.crypto)).await {
         Ok(changed) => changed,
         Err(e) => {
             tracing::warn!(error = %e, "cannot reload servers; keeping the last list");
@@ -78,7 +83,8 @@ async fn record(ctx: &Ctx, task: Task, summary: &Summary) {
     if let Some(entry) = summary.log_entry(task) {
         ctx.journal.queue(entry);
     }
-    if let Err(e) = collectors::record_task(&ctx.pool, ctx.instance, summary.task, summary.to_json()).await {
+    let call = collectors::record_task(&ctx.pool, ctx.instance, summary.task, summary.to_json());
+    if let Err(e) = ctx.store(call).await {
         tracing::debug!(error = %e, "cannot record the task outcome");
     }
 }
@@ -93,6 +99,11 @@ pub async fn once(ctx: Arc<Ctx>, tasks: &[Task], rollups: bool) -> anyhow::Resul
     let journal = {
         let (ctx, stop) = (ctx.clone(), stop.clone());
         tokio::spawn(async move { ctx.journal.run(ctx.pool.clone(), stop).await })
+    };
+    ctx.open_spool();
+    let spiller = {
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        tokio::spawn(async move { ctx.writer.run_spiller(&ctx.journal, stop).await })
     };
     register(&ctx).await;
     crate::load_settings(&ctx).await;
@@ -113,14 +124,17 @@ pub async fn once(ctx: Arc<Ctx>, tasks: &[Task], rollups: bool) -> anyhow::Resul
     }
     let flushed = ctx.writer.flush(Duration::from_secs(30)).await;
     if rollups && flushed && tasks.contains(&Task::Stats) {
-        crate::writer::refresh_new_rollups(&ctx.pool).await;
+        refresh_new_rollups(&ctx).await;
     }
     ctx.journal.flush(Duration::from_secs(5)).await;
     stop.cancel();
     let _ = writer.await;
     let _ = journal.await;
+    let _ = spiller.await;
+    // What the store did not take stays on disk for the next collector on this host.
+    ctx.writer.close();
     let w = ctx.writer.stats();
-    if let Err(e) = collectors::mark_stopped(&ctx.pool, ctx.instance).await {
+    if let Err(e) = ctx.store(collectors::mark_stopped(&ctx.pool, ctx.instance)).await {
         tracing::debug!(error = %e, "cannot mark the instance stopped");
     }
     let lines: Vec<String> = parts.iter().map(Summary::line).collect();
@@ -136,7 +150,11 @@ pub async fn once(ctx: Arc<Ctx>, tasks: &[Task], rollups: bool) -> anyhow::Resul
         peak_rss_kb
     );
     if !flushed {
-        anyhow::bail!("{} rows could not be written to the store", w.pending_rows);
+        anyhow::bail!(
+            "{} rows could not be written to the store; they wait in {} for the next start",
+            w.pending_rows,
+            ctx.cfg.collector.spool_dir.display()
+        );
     }
     if failed {
         anyhow::bail!("a task failed; see the summary");
@@ -172,12 +190,24 @@ fn own_usage() -> (u64, u64) {
 pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    if let Err(e) = store::migrate(&ctx.pool).await {
-        tracing::warn!(error = %e, "cannot apply migrations now (store unreachable?); continuing");
-    }
-    let mut registered = register(&ctx).await;
-    reload(&ctx).await;
-    crate::load_settings(&ctx).await;
+    ctx.open_spool();
+    // The store may hang at start too: signals are served meanwhile, each call has a deadline.
+    let startup = async {
+        // Migrations may rightly take a while (the API applies them too); still bounded.
+        let limit = ctx.cfg.store.call_timeout() * 4;
+        if let Err(e) = store::deadline(limit, store::migrate(&ctx.pool)).await {
+            tracing::warn!(error = %e, "cannot apply migrations now (store unreachable?); continuing");
+        }
+        let registered = register(&ctx).await;
+        reload(&ctx).await;
+        crate::load_settings(&ctx).await;
+        registered
+    };
+    let registered = tokio::select! {
+        r = startup => r,
+        _ = sigterm.recv() => return stop_early(&ctx),
+        _ = sigint.recv() => return stop_early(&ctx),
+    };
 
     let stop = CancellationToken::new();
     let writer_stop = CancellationToken::new();
@@ -190,6 +220,10 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         let (ctx, stop) = (ctx.clone(), writer_stop.clone());
         tokio::spawn(async move { ctx.journal.run(ctx.pool.clone(), stop).await })
     };
+    let spiller = {
+        let (ctx, stop) = (ctx.clone(), writer_stop.clone());
+        tokio::spawn(async move { ctx.writer.run_spiller(&ctx.journal, stop).await })
+    };
     let mut kicks = Vec::new();
     for task in Task::ALL {
         let (tx, rx) = mpsc::unbounded_channel::<Vec<i64>>();
@@ -197,8 +231,9 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         loops.spawn(task_loop(ctx.clone(), task, rx, stop.clone()));
     }
     loops.close();
-    let (notify_tx, mut notify_rx) = mpsc::unbounded_channel::<Notice>();
+    let (notify_tx, notify_rx) = mpsc::unbounded_channel::<Notice>();
     let listener = tokio::spawn(listen(ctx.clone(), notify_tx, stop.clone()));
+    let chores = tokio::spawn(chores(ctx.clone(), kicks, notify_rx, registered));
 
     println!("pgmon-collector running instance={}", ctx.instance);
     let s = ctx.settings();
@@ -219,25 +254,91 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let watchdog = sd_notify::watchdog_enabled();
     let mut watchdog_tick = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |d| d / 2));
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + HEARTBEAT_EVERY, HEARTBEAT_EVERY);
-    let mut reload_tick = tokio::time::interval_at(Instant::now() + RELOAD_EVERY, RELOAD_EVERY);
-    for t in [&mut watchdog_tick, &mut heartbeat, &mut reload_tick] {
-        t.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    }
+    watchdog_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
-        let changed = tokio::select! {
+        tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = watchdog_tick.tick() => {
                 if watchdog.is_some() && tasks_alive(&ctx) {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
-                continue;
             }
+        }
+    }
+
+    tracing::info!("stopping: finishing runs in progress and writes in flight");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let deadline = Instant::now() + SHUTDOWN_BUDGET;
+    chores.abort();
+    stop.cancel();
+    let _ = tokio::time::timeout(SHUTDOWN_BUDGET / 2, loops.wait()).await;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let flushed = ctx
+        .writer
+        .flush(left.saturating_sub(Duration::from_millis(500)))
+        .await;
+    writer_stop.cancel();
+    writer.abort();
+    listener.abort();
+    spiller.abort();
+    // What the store did not take stays on disk for the next start.
+    ctx.writer.close();
+    let w = ctx.writer.stats();
+    if !flushed {
+        tracing::warn!(
+            unwritten_rows = w.pending_rows,
+            dir = %ctx.cfg.collector.spool_dir.display(),
+            "stopping with snapshots that could not be written; they stay in the spool"
+        );
+    }
+    ctx.journal.log(
+        NewEntry::new(Level::Info, system_log::source::SYSTEM, "collector stopped").details(format!(
+            "instance {}; rows written {}, dropped {}, not written {}",
+            ctx.instance, w.written_rows, w.dropped_rows, w.pending_rows
+        )),
+    );
+    let _ = tokio::time::timeout(
+        Duration::from_millis(700),
+        ctx.journal.flush(Duration::from_millis(600)),
+    )
+    .await;
+    journal.abort();
+    let _ = tokio::time::timeout(
+        Duration::from_millis(500),
+        collectors::mark_stopped(&ctx.pool, ctx.instance),
+    )
+    .await;
+    Ok(())
+}
+
+/// SIGTERM before the service got going (the store hung at start): what was replayed from the spool
+/// stays there.
+fn stop_early(ctx: &Ctx) -> anyhow::Result<()> {
+    tracing::info!("stopping before start-up finished");
+    ctx.writer.close();
+    Ok(())
+}
+
+/// Heartbeats, and reloads of servers and settings (on a timer and on notifications), off the main
+/// loop: each store call here has a deadline, and the main loop never waits for this task.
+async fn chores(
+    ctx: Arc<Ctx>,
+    kicks: Vec<(Task, mpsc::UnboundedSender<Vec<i64>>)>,
+    mut notify_rx: mpsc::UnboundedReceiver<Notice>,
+    mut registered: bool,
+) {
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + HEARTBEAT_EVERY, HEARTBEAT_EVERY);
+    let mut reload_tick = tokio::time::interval_at(Instant::now() + RELOAD_EVERY, RELOAD_EVERY);
+    for t in [&mut heartbeat, &mut reload_tick] {
+        t.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    }
+    loop {
+        let changed = tokio::select! {
             _ = heartbeat.tick() => {
                 registered = if registered {
-                    matches!(collectors::heartbeat(&ctx.pool, ctx.instance, ctx.counters_json()).await, Ok(true))
-                        || register(&ctx).await
+                    let beat = collectors::heartbeat(&ctx.pool, ctx.instance, ctx.counters_json());
+                    matches!(ctx.store(beat).await, Ok(true)) || register(&ctx).await
                 } else {
                     register(&ctx).await
                 };
@@ -248,7 +349,8 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
                 crate::load_settings(&ctx).await;
                 reload(&ctx).await
             }
-            Some(notice) = notify_rx.recv() => {
+            notice = notify_rx.recv() => {
+                let Some(notice) = notice else { return };
                 // Coalesce a burst of notifications into one reload of each kind.
                 let mut notices = vec![notice];
                 while let Ok(n) = notify_rx.try_recv() {
@@ -275,45 +377,17 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
             }
         }
     }
+}
 
-    tracing::info!("stopping: finishing runs in progress and writes in flight");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    let deadline = Instant::now() + SHUTDOWN_BUDGET;
-    stop.cancel();
-    let _ = tokio::time::timeout(SHUTDOWN_BUDGET / 2, loops.wait()).await;
-    let left = deadline.saturating_duration_since(Instant::now());
-    let flushed = ctx
-        .writer
-        .flush(left.saturating_sub(Duration::from_millis(500)))
-        .await;
-    writer_stop.cancel();
-    writer.abort();
-    listener.abort();
-    let w = ctx.writer.stats();
-    if !flushed {
-        tracing::warn!(
-            unwritten_rows = w.pending_rows,
-            "stopping with snapshots that could not be written"
-        );
+/// Folds the newest stats slot into the rollups, bounded: a refresh cut short is redone by the next.
+async fn refresh_new_rollups(ctx: &Ctx) {
+    let limit = ctx.cfg.store.call_timeout() * 4;
+    if tokio::time::timeout(limit, crate::writer::refresh_new_rollups(&ctx.pool))
+        .await
+        .is_err()
+    {
+        tracing::warn!("refreshing rollups did not finish in time; the next refresh catches up");
     }
-    ctx.journal.log(
-        NewEntry::new(Level::Info, system_log::source::SYSTEM, "collector stopped").details(format!(
-            "instance {}; rows written {}, dropped {}, not written {}",
-            ctx.instance, w.written_rows, w.dropped_rows, w.pending_rows
-        )),
-    );
-    let _ = tokio::time::timeout(
-        Duration::from_millis(700),
-        ctx.journal.flush(Duration::from_millis(600)),
-    )
-    .await;
-    journal.abort();
-    let _ = tokio::time::timeout(
-        Duration::from_millis(500),
-        collectors::mark_stopped(&ctx.pool, ctx.instance),
-    )
-    .await;
-    Ok(())
 }
 
 /// False when a task's run has lasted far longer than any healthy run can (every remote call has a
@@ -407,7 +481,7 @@ async fn task_loop(
                     return;
                 };
                 if ctx.writer.flush(every).await {
-                    crate::writer::refresh_new_rollups(&ctx.pool).await;
+                    refresh_new_rollups(&ctx).await;
                 }
             });
         }
@@ -429,7 +503,9 @@ async fn listen(ctx: Arc<Ctx>, tx: mpsc::UnboundedSender<Notice>, stop: Cancella
     let channels = [store::servers::NOTIFY_CHANNEL, store::settings::SETTINGS_CHANNEL];
     let mut delay = Duration::from_secs(1);
     while !stop.is_cancelled() {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&ctx.pool).await {
+        let connect =
+            async { Ok::<_, store::StoreError>(sqlx::postgres::PgListener::connect_with(&ctx.pool).await?) };
+        let mut listener = match ctx.store(connect).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot LISTEN yet");
@@ -438,7 +514,8 @@ async fn listen(ctx: Arc<Ctx>, tx: mpsc::UnboundedSender<Notice>, stop: Cancella
                 continue;
             }
         };
-        if let Err(e) = listener.listen_all(channels).await {
+        let subscribe = async { Ok::<_, store::StoreError>(listener.listen_all(channels).await?) };
+        if let Err(e) = ctx.store(subscribe).await {
             tracing::debug!(error = %e, "LISTEN failed");
             tokio::time::sleep(delay).await;
             continue;

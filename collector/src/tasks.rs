@@ -268,16 +268,8 @@ pub async fn run(
     let ids: Vec<i64> = wanted.iter().map(|s| s.id()).collect();
     // Without the store there is nobody to share with: collect everything; the keyed, idempotent
     // writes keep a slot collected by two instances single.
-    let claimed: HashSet<i64> = match collectors::claim_counted(
-        &ctx.pool,
-        ctx.instance,
-        task.as_str(),
-        slot,
-        &ids,
-        STALE_AFTER,
-    )
-    .await
-    {
+    let claim = collectors::claim_counted(&ctx.pool, ctx.instance, task.as_str(), slot, &ids, STALE_AFTER);
+    let claimed: HashSet<i64> = match ctx.store(claim).await {
         Ok((c, taken)) => {
             if taken > 0 {
                 tracing::info!(

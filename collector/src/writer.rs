@@ -1,11 +1,20 @@
 //! The write path: snapshots queue here in the order they were taken and are written in that order,
 //! several per transaction, each whole or not at all.
 //!
-//! While the store is unreachable the queue grows up to `collector.buffer_max_rows`; beyond it the
-//! oldest snapshots are dropped, counted and logged. A batch the store refuses for another reason
-//! (a bug, a constraint) is retried a few times, then written alone and dropped if it still fails, so
-//! one bad batch never blocks the others.
+//! A snapshot the store has not confirmed within [`SPILL_AFTER`] (the store is down, slow or
+//! black-holed) is also written to the spool on disk ([`crate::spool`]), so a restart, a watchdog kill
+//! or an upgrade during an outage loses nothing: the next collector on the host replays it. What waits
+//! is bounded by `collector.spool_max_mb` (bytes: a snapshot's size on disk, estimated until it is
+//! spilled) and `collector.buffer_max_rows`; beyond them the oldest snapshots are dropped, counted, and
+//! reported in the system log in rows and bytes.
+//!
+//! Errors are sorted by SQLSTATE ([`pgmon_shared::store::classify_sqlstate`]): an unreachable store and
+//! transient refusals (deadlock, serialization failure, statement or lock timeout) are retried with
+//! backoff for as long as it takes; a missing partition is created and the write retried; anything
+//! else (a bug, a constraint) is retried a few times, then the snapshots are written one by one and
+//! the one the store still refuses is dropped, so one bad snapshot never blocks the others.
 
+use crate::spool::Spool;
 use chrono::{DateTime, Utc};
 use pgmon_shared::journal::Journal;
 use pgmon_shared::store::collectors::{self, DatabaseInfo};
@@ -24,7 +33,7 @@ use pgmon_shared::store::system_log::{self, Level, NewEntry};
 use pgmon_shared::store::{StoreError, rollups};
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -32,11 +41,15 @@ use uuid::Uuid;
 
 /// Rows written per transaction at most (a batch is never split).
 const GROUP_ROWS: usize = 10_000;
-/// Attempts of a group the store refuses for a reason other than being unreachable.
+/// Attempts of a group the store refuses for a reason no retry can fix, before it is split.
 const MAX_ATTEMPTS: u32 = 3;
+/// A snapshot not confirmed by the store within this long is spilled to disk.
+pub const SPILL_AFTER: Duration = Duration::from_secs(1);
+/// Drops are reported to the system log at most this often (each report sums what it covers).
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// Rows of one family from one server's snapshot.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Rows {
     StatDatabase(Vec<StatDatabaseRow>),
     Availability(AvailabilityRow),
@@ -78,6 +91,18 @@ impl Rows {
         }
     }
 
+    /// About the bytes these rows take as JSON in the spool, without serializing them: texts by
+    /// their length, other rows by a typical size (a JSON row of numbers is a few hundred bytes).
+    fn approx_bytes(&self) -> usize {
+        match self {
+            Rows::StatementTexts(v) => v.iter().map(|t| 64 + t.query.len()).sum(),
+            Rows::Databases { dbs, .. } => 64 + dbs.iter().map(|d| 200 + d.name.len()).sum::<usize>(),
+            Rows::Statements(v) => v.len() * 600,
+            Rows::StatDatabase(v) => v.iter().map(|r| 900 + r.datname.len()).sum(),
+            other => other.len() * 500,
+        }
+    }
+
     fn slot(&self) -> Option<DateTime<Utc>> {
         match self {
             Rows::StatDatabase(v) => v.first().map(|r| r.slot),
@@ -98,7 +123,7 @@ impl Rows {
 }
 
 /// One snapshot of one server (every family of one task), written atomically.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Batch {
     pub rows: Vec<Rows>,
 }
@@ -109,75 +134,202 @@ impl Batch {
         self.rows.iter().map(Rows::len).sum::<usize>().max(1)
     }
 
+    fn approx_bytes(&self) -> usize {
+        self.rows.iter().map(Rows::approx_bytes).sum::<usize>().max(64)
+    }
+
     fn slots(&self) -> impl Iterator<Item = DateTime<Utc>> + '_ {
         self.rows.iter().filter_map(Rows::slot)
     }
 }
 
+/// A queued snapshot.
+struct Entry {
+    id: u64,
+    batch: Arc<Batch>,
+    rows: usize,
+    /// Its size in the spool once spilled, an estimate before.
+    bytes: usize,
+    /// The spool file holding it, once spilled.
+    file: Option<u64>,
+    queued_at: Instant,
+}
+
 #[derive(Default)]
 struct State {
-    queue: VecDeque<Batch>,
-    queued_rows: usize,
-    in_flight_rows: usize,
+    /// Oldest first; the first `in_flight` entries are being written.
+    queue: VecDeque<Entry>,
+    in_flight: usize,
+    next_id: u64,
+    rows: usize,
+    bytes: usize,
+    /// Live entries per spool file; a file is deleted when its count reaches zero.
+    files: HashMap<u64, usize>,
     written_rows: u64,
     dropped_rows: u64,
+    dropped_bytes: u64,
+    /// Drops not reported to the system log yet: (rows, bytes).
+    unreported: (u64, u64),
+}
+
+impl State {
+    /// Takes the entry at `i` out of the queue and its counts; returns the spool file to delete
+    /// when it was the file's last entry.
+    fn remove_at(&mut self, i: usize) -> Option<(Entry, Option<u64>)> {
+        let e = self.queue.remove(i)?;
+        self.rows -= e.rows;
+        self.bytes -= e.bytes;
+        let mut gone = None;
+        if let Some(f) = e.file
+            && let Some(n) = self.files.get_mut(&f)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.files.remove(&f);
+                gone = Some(f);
+            }
+        }
+        Some((e, gone))
+    }
 }
 
 /// Counters for summaries and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriterStats {
     pub pending_rows: usize,
+    pub pending_bytes: usize,
     pub written_rows: u64,
     pub dropped_rows: u64,
+    pub dropped_bytes: u64,
 }
 
 pub struct Writer {
     state: Mutex<State>,
     wake: Notify,
     max_rows: usize,
+    max_bytes: usize,
+    /// None without a usable spool directory: snapshots then wait in memory only.
+    spool: Mutex<Option<Spool>>,
+    call_timeout: Duration,
 }
 
 impl Writer {
-    pub fn new(max_rows: usize) -> Self {
+    pub fn new(max_rows: usize, max_bytes: usize, call_timeout: Duration) -> Self {
         Self {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             max_rows: max_rows.max(1),
+            max_bytes: max_bytes.max(1),
+            spool: Mutex::new(None),
+            call_timeout,
         }
     }
 
-    /// Queues a snapshot; drops the oldest ones when the bound is passed.
-    pub fn push(&self, batch: Batch) {
-        let mut dropped = 0usize;
+    /// Takes this process's spool directory and queues, oldest first, what collectors that are gone
+    /// left in theirs. Returns the rows queued that way.
+    pub fn attach_spool(&self, spool: Spool) -> usize {
+        if let Ok(mut s) = self.spool.lock() {
+            *s = Some(spool);
+        }
+        self.adopt_orphans()
+    }
+
+    /// Queues the snapshots that collectors that are gone left in the spool (at start, and now and
+    /// then for a `pgmon-collector once` that ended during an outage).
+    pub fn adopt_orphans(&self) -> usize {
+        let loaded = match self.spool.lock() {
+            Ok(mut g) => match g.as_mut() {
+                Some(sp) => sp.adopt_orphans::<Batch>(),
+                None => return 0,
+            },
+            Err(_) => return 0,
+        };
+        let mut rows = 0;
+        let mut gone = Vec::new();
         if let Ok(mut s) = self.state.lock() {
-            s.queued_rows += batch.rows();
-            s.queue.push_back(batch);
-            while s.queued_rows + s.in_flight_rows > self.max_rows && s.queue.len() > 1 {
-                if let Some(old) = s.queue.pop_front() {
-                    s.queued_rows -= old.rows();
-                    dropped += old.rows();
+            for file in loaded {
+                for (batch, bytes) in file.items {
+                    rows += batch.rows();
+                    push_entry(&mut s, batch, bytes, Some(file.seq));
                 }
             }
-            s.dropped_rows += dropped as u64;
-            if dropped > 0 {
-                tracing::warn!(
-                    dropped_rows = dropped,
-                    dropped_total = s.dropped_rows,
-                    buffer_max_rows = self.max_rows,
-                    "snapshot buffer full: dropped the oldest snapshots"
-                );
+            gone = self.enforce_bounds(&mut s);
+        }
+        self.delete_files(&gone);
+        if rows > 0 {
+            tracing::info!(
+                rows,
+                "replaying snapshots left in the spool by a collector that is gone"
+            );
+            self.wake.notify_one();
+        }
+        rows
+    }
+
+    /// Queues a snapshot; drops the oldest ones when a bound is passed.
+    pub fn push(&self, batch: Batch) {
+        let mut gone = Vec::new();
+        if let Ok(mut s) = self.state.lock() {
+            let bytes = batch.approx_bytes();
+            push_entry(&mut s, batch, bytes, None);
+            gone = self.enforce_bounds(&mut s);
+        }
+        self.delete_files(&gone);
+        self.wake.notify_one();
+    }
+
+    /// Drops the oldest entries not being written while a bound is passed (the newest always
+    /// stays); returns the spool files left empty.
+    fn enforce_bounds(&self, s: &mut State) -> Vec<u64> {
+        let (mut rows, mut bytes) = (0usize, 0usize);
+        let mut gone = Vec::new();
+        while (s.rows > self.max_rows || s.bytes > self.max_bytes) && s.queue.len() > s.in_flight + 1 {
+            let i = s.in_flight;
+            if let Some((e, file)) = s.remove_at(i) {
+                rows += e.rows;
+                bytes += e.bytes;
+                gone.extend(file);
             }
         }
-        self.wake.notify_one();
+        if rows > 0 {
+            s.dropped_rows += rows as u64;
+            s.dropped_bytes += bytes as u64;
+            s.unreported.0 += rows as u64;
+            s.unreported.1 += bytes as u64;
+            tracing::warn!(
+                dropped_rows = rows,
+                dropped_bytes = bytes,
+                dropped_total = s.dropped_rows,
+                buffer_max_rows = self.max_rows,
+                spool_max_bytes = self.max_bytes,
+                "snapshot buffer full: dropped the oldest snapshots"
+            );
+        }
+        gone
+    }
+
+    fn delete_files(&self, seqs: &[u64]) {
+        if seqs.is_empty() {
+            return;
+        }
+        if let Ok(g) = self.spool.lock()
+            && let Some(sp) = g.as_ref()
+        {
+            for seq in seqs {
+                sp.remove(*seq);
+            }
+        }
     }
 
     pub fn stats(&self) -> WriterStats {
         self.state
             .lock()
             .map(|s| WriterStats {
-                pending_rows: s.queued_rows + s.in_flight_rows,
+                pending_rows: s.rows,
+                pending_bytes: s.bytes,
                 written_rows: s.written_rows,
                 dropped_rows: s.dropped_rows,
+                dropped_bytes: s.dropped_bytes,
             })
             .unwrap_or_default()
     }
@@ -196,43 +348,181 @@ impl Writer {
         }
     }
 
-    fn take_group(&self) -> Vec<Batch> {
+    /// Writes to the spool, as one file, every queued snapshot not there yet that has waited at
+    /// least `older_than`. Blocking file I/O, a few ms; only the spiller and shutdown call it.
+    pub fn spill(&self, older_than: Duration) {
+        let Ok(mut spool) = self.spool.lock() else { return };
+        let Some(sp) = spool.as_mut() else { return };
+        let picked: Vec<(u64, Arc<Batch>)> = match self.state.lock() {
+            Ok(s) => {
+                if !s
+                    .queue
+                    .iter()
+                    .any(|e| e.file.is_none() && e.queued_at.elapsed() >= older_than)
+                {
+                    return;
+                }
+                s.queue
+                    .iter()
+                    .filter(|e| e.file.is_none())
+                    .map(|e| (e.id, e.batch.clone()))
+                    .collect()
+            }
+            Err(_) => return,
+        };
+        let batches: Vec<&Batch> = picked.iter().map(|(_, b)| b.as_ref()).collect();
+        let (seq, sizes) = match sp.write(&batches) {
+            Ok((seq, _, sizes)) => (seq, sizes),
+            Err(e) => {
+                tracing::error!(error = %e, dir = %sp.dir().display(), "cannot write to the spool; snapshots wait in memory only");
+                return;
+            }
+        };
+        let mut gone = Vec::new();
+        if let Ok(mut s) = self.state.lock() {
+            let sizes: HashMap<u64, usize> = picked.iter().map(|(id, _)| *id).zip(sizes).collect();
+            let mut live = 0;
+            let mut delta: isize = 0;
+            for e in s.queue.iter_mut().filter(|e| e.file.is_none()) {
+                if let Some(size) = sizes.get(&e.id) {
+                    e.file = Some(seq);
+                    delta += *size as isize - e.bytes as isize;
+                    e.bytes = *size;
+                    live += 1;
+                }
+            }
+            s.bytes = s.bytes.saturating_add_signed(delta);
+            if live == 0 {
+                gone.push(seq); // written to the store meanwhile
+            } else {
+                s.files.insert(seq, live);
+                tracing::debug!(seq, snapshots = live, "spilled unconfirmed snapshots to disk");
+            }
+            gone.extend(self.enforce_bounds(&mut s));
+        }
+        drop(spool);
+        self.delete_files(&gone);
+    }
+
+    /// At exit: spills what is left, or removes the empty spool directory.
+    pub fn close(&self) {
+        self.spill(Duration::ZERO);
+        let empty = self.stats().pending_rows == 0;
+        if let Ok(mut g) = self.spool.lock()
+            && let Some(sp) = g.take()
+        {
+            if empty {
+                sp.close_empty();
+            } else {
+                tracing::info!(dir = %sp.dir().display(), "unwritten snapshots stay in the spool for the next start");
+            }
+        }
+    }
+
+    /// Spills snapshots the store has not confirmed in time, reports drops, and adopts the spool of
+    /// collectors that ended meanwhile, until `stop`.
+    pub async fn run_spiller(&self, journal: &Journal, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(SPILL_AFTER / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_adopt = Instant::now();
+        let mut last_report: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            self.spill(SPILL_AFTER);
+            if last_report.is_none_or(|t| t.elapsed() >= DROP_REPORT_EVERY) && self.report_drops(journal) {
+                last_report = Some(Instant::now());
+            }
+            if last_adopt.elapsed() >= Duration::from_secs(60) {
+                last_adopt = Instant::now();
+                self.adopt_orphans();
+            }
+        }
+    }
+
+    /// Logs the drops since the last report; true when there were any.
+    fn report_drops(&self, journal: &Journal) -> bool {
+        let (rows, bytes) = match self.state.lock() {
+            Ok(mut s) => std::mem::take(&mut s.unreported),
+            Err(_) => return false,
+        };
+        if rows == 0 {
+            return false;
+        }
+        journal.log(
+            NewEntry::new(
+                Level::Error,
+                system_log::source::SYSTEM,
+                format!("snapshot buffer full: dropped the oldest {rows} rows ({bytes} bytes)"),
+            )
+            .details(format!(
+                "the store did not confirm them and the buffer reached its bound (collector.spool_max_mb = {} MB, \
+                 collector.buffer_max_rows = {})",
+                self.max_bytes / (1024 * 1024),
+                self.max_rows
+            )),
+        );
+        true
+    }
+
+    #[cfg(test)]
+    fn dir_name(&self) -> std::path::PathBuf {
+        self.spool
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().and_then(|s| s.dir().file_name().map(Into::into)))
+            .unwrap_or_default()
+    }
+
+    fn take_group(&self) -> Vec<(u64, Arc<Batch>)> {
         let Ok(mut s) = self.state.lock() else {
             return Vec::new();
         };
         let mut group = Vec::new();
         let mut rows = 0;
-        while let Some(b) = s.queue.front() {
-            if !group.is_empty() && rows + b.rows() > GROUP_ROWS {
+        for e in s.queue.iter() {
+            if !group.is_empty() && rows + e.rows > GROUP_ROWS {
                 break;
             }
-            rows += b.rows();
-            if let Some(b) = s.queue.pop_front() {
-                group.push(b);
-            }
+            rows += e.rows;
+            group.push((e.id, e.batch.clone()));
         }
-        s.queued_rows -= rows;
-        s.in_flight_rows = rows;
+        s.in_flight = group.len();
         group
     }
 
-    /// Puts a group that could not be written back at the head of the queue, in order.
-    fn requeue(&self, group: Vec<Batch>) {
+    /// The group being written goes back to waiting, in place.
+    fn requeue(&self) {
         if let Ok(mut s) = self.state.lock() {
-            s.in_flight_rows = 0;
-            for b in group.into_iter().rev() {
-                s.queued_rows += b.rows();
-                s.queue.push_front(b);
-            }
+            s.in_flight = 0;
         }
     }
 
-    fn done(&self, written: usize, dropped: usize) {
+    /// Ends the write of the group: `written` and `dropped` (by id) leave the queue and the spool.
+    fn done(&self, written: &[u64], dropped: &[u64]) {
+        let mut gone = Vec::new();
         if let Ok(mut s) = self.state.lock() {
-            s.in_flight_rows = 0;
-            s.written_rows += written as u64;
-            s.dropped_rows += dropped as u64;
+            s.in_flight = 0;
+            for (ids, was_written) in [(written, true), (dropped, false)] {
+                for id in ids {
+                    let Some(i) = s.queue.iter().position(|e| e.id == *id) else {
+                        continue;
+                    };
+                    if let Some((e, file)) = s.remove_at(i) {
+                        if was_written {
+                            s.written_rows += e.rows as u64;
+                        } else {
+                            s.dropped_rows += e.rows as u64;
+                            s.dropped_bytes += e.bytes as u64;
+                        }
+                        gone.extend(file);
+                    }
+                }
+            }
         }
+        self.delete_files(&gone);
     }
 
     /// Writes queued snapshots until `stop` is cancelled (the caller bounds the final flush). An
@@ -250,8 +540,11 @@ impl Writer {
                     _ = stop.cancelled() => return,
                 }
             }
-            let rows: usize = group.iter().map(Batch::rows).sum();
-            match write_group(pool, &group, instance).await {
+            let batches: Vec<&Batch> = group.iter().map(|(_, b)| b.as_ref()).collect();
+            let ids: Vec<u64> = group.iter().map(|(id, _)| *id).collect();
+            let result =
+                pgmon_shared::store::deadline(self.call_timeout, write_group(pool, &batches, instance)).await;
+            match result {
                 Ok(()) => {
                     if let Some((since, at, dropped_before)) = down_since.take() {
                         tracing::info!(
@@ -268,68 +561,112 @@ impl Writer {
                                 format!("the store was unreachable for {} s", since.elapsed().as_secs()),
                             )
                             .details(format!(
-                                "from {}; {} rows were buffered in memory and are being written; \
-                                 {dropped} rows were dropped (collector.buffer_max_rows = {})",
+                                "from {}; {} rows were buffered in memory and on disk and are being \
+                                 written; {dropped} rows were dropped (collector.spool_max_mb = {} MB, \
+                                 collector.buffer_max_rows = {})",
                                 at.to_rfc3339(),
                                 st.pending_rows,
+                                self.max_bytes / (1024 * 1024),
                                 self.max_rows
                             )),
                         );
                     }
                     retry = Duration::from_millis(500);
                     attempts = 0;
-                    self.done(rows, 0);
+                    self.done(&ids, &[]);
                 }
-                Err(e) if stats::is_missing_partition(&e) => {
-                    let slots: Vec<_> = group.iter().flat_map(Batch::slots).collect();
+                Err(StoreError::MissingPartition(_)) => {
+                    let slots: Vec<_> = batches.iter().flat_map(|b| b.slots()).collect();
                     let (from, to) = (slots.iter().min().copied(), slots.iter().max().copied());
-                    self.requeue(group);
+                    self.requeue();
                     if let (Some(from), Some(to)) = (from, to) {
                         tracing::info!(%from, %to, "creating missing stats partitions");
-                        if let Err(e) = stats::ensure_partitions(pool, from, to).await {
+                        let ensure = stats::ensure_partitions(pool, from, to);
+                        if let Err(e) = pgmon_shared::store::deadline(self.call_timeout, ensure).await {
                             tracing::warn!(error = %e, "cannot create partitions");
                             sleep_or_stop(retry, &stop).await;
+                            retry = (retry * 2).min(Duration::from_secs(10));
                         }
                     }
-                    attempts += 1;
                 }
                 Err(StoreError::Unavailable(msg)) => {
                     if down_since.is_none() {
                         down_since = Some((Instant::now(), Utc::now(), self.stats().dropped_rows));
-                        tracing::warn!(error = %msg, "store unreachable: buffering snapshots in memory");
+                        tracing::warn!(error = %msg, "store unreachable: buffering snapshots (memory and spool)");
                     }
-                    self.requeue(group);
+                    self.requeue();
                     sleep_or_stop(retry, &stop).await;
-                    if stop.is_cancelled() {
-                        // During shutdown the caller's deadline decides; keep trying quickly.
-                        retry = Duration::from_millis(200);
-                    } else {
-                        retry = (retry * 2).min(Duration::from_secs(10));
-                    }
+                    retry = next_retry(retry, &stop);
+                }
+                Err(StoreError::Transient(msg)) => {
+                    // The store refused this attempt only (a deadlock, a timeout): the same rows
+                    // will go in later, so they are never dropped for it.
+                    tracing::warn!(error = %msg, "writing snapshots failed for now; retrying");
+                    self.requeue();
+                    sleep_or_stop(retry, &stop).await;
+                    retry = next_retry(retry, &stop);
                 }
                 Err(e) if attempts + 1 < MAX_ATTEMPTS => {
                     tracing::warn!(error = %e, "writing snapshots failed; retrying");
                     attempts += 1;
-                    self.requeue(group);
+                    self.requeue();
                     sleep_or_stop(retry, &stop).await;
                 }
                 Err(e) => {
                     attempts = 0;
                     tracing::warn!(error = %e, "writing snapshots failed again; writing them one by one");
-                    let (mut written, mut dropped) = (0, 0);
-                    for b in group {
-                        match write_group(pool, std::slice::from_ref(&b), instance).await {
-                            Ok(()) => written += b.rows(),
+                    let (mut written, mut dropped) = (Vec::new(), Vec::new());
+                    for (id, b) in &group {
+                        let one = [b.as_ref()];
+                        let call = write_group(pool, &one, instance);
+                        match pgmon_shared::store::deadline(self.call_timeout, call).await {
+                            Ok(()) => written.push(*id),
+                            // Not this snapshot's fault: it and the rest stay queued.
+                            Err(
+                                StoreError::Unavailable(_)
+                                | StoreError::Transient(_)
+                                | StoreError::MissingPartition(_),
+                            ) => {
+                                break;
+                            }
                             Err(e) => {
-                                dropped += b.rows();
+                                dropped.push(*id);
                                 tracing::error!(error = %e, rows = b.rows(), "store refused a snapshot; dropped it");
                             }
                         }
                     }
-                    self.done(written, dropped);
+                    self.done(&written, &dropped);
                 }
             }
         }
+    }
+}
+
+fn push_entry(s: &mut State, batch: Batch, bytes: usize, file: Option<u64>) {
+    let rows = batch.rows();
+    s.next_id += 1;
+    let id = s.next_id;
+    s.rows += rows;
+    s.bytes += bytes;
+    if let Some(f) = file {
+        *s.files.entry(f).or_insert(0) += 1;
+    }
+    s.queue.push_back(Entry {
+        id,
+        batch: Arc::new(batch),
+        rows,
+        bytes,
+        file,
+        queued_at: Instant::now(),
+    });
+}
+
+fn next_retry(retry: Duration, stop: &CancellationToken) -> Duration {
+    if stop.is_cancelled() {
+        // During shutdown the caller's deadline decides; keep trying quickly.
+        Duration::from_millis(200)
+    } else {
+        (retry * 2).min(Duration::from_secs(10))
     }
 }
 
@@ -342,7 +679,7 @@ async fn sleep_or_stop(d: Duration, stop: &CancellationToken) {
 
 /// Writes whole batches in one transaction, with the down/up entries their availability samples
 /// call for.
-pub async fn write_group(pool: &PgPool, group: &[Batch], instance: Uuid) -> Result<(), StoreError> {
+pub async fn write_group(pool: &PgPool, group: &[&Batch], instance: Uuid) -> Result<(), StoreError> {
     let mut stat_rows: Vec<&StatDatabaseRow> = Vec::new();
     let mut avail = Vec::new();
     let mut sizes = Vec::new();
@@ -538,24 +875,131 @@ mod tests {
         }
     }
 
+    fn server_ids(group: &[(u64, Arc<Batch>)]) -> Vec<i64> {
+        group
+            .iter()
+            .map(|(_, b)| match b.rows.first() {
+                Some(Rows::Availability(a)) => a.server_id,
+                _ => 0,
+            })
+            .collect()
+    }
+
+    fn files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|l| {
+                l.flatten()
+                    .filter(|f| f.path().extension().is_some_and(|x| x == "batch"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     #[test]
     fn a_full_buffer_drops_and_counts_the_oldest_snapshots() {
-        let w = Writer::new(3);
+        let w = Writer::new(3, usize::MAX, Duration::from_secs(1));
         for id in 1..=5 {
             w.push(sample(id));
         }
         let s = w.stats();
         assert_eq!((s.pending_rows, s.dropped_rows, s.written_rows), (3, 2, 0));
         let group = w.take_group();
-        let ids: Vec<i64> = group
-            .iter()
-            .map(|b| match b.rows.first() {
-                Some(Rows::Availability(a)) => a.server_id,
-                _ => 0,
-            })
-            .collect();
-        assert_eq!(ids, [3, 4, 5], "the newest snapshots are kept, in order");
-        w.requeue(group);
+        assert_eq!(
+            server_ids(&group),
+            [3, 4, 5],
+            "the newest snapshots are kept, in order"
+        );
+        w.requeue();
         assert_eq!(w.stats().pending_rows, 3);
+    }
+
+    #[test]
+    fn spilled_snapshots_survive_a_crash_and_replay_in_order() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let w = Writer::new(1000, usize::MAX, Duration::from_secs(1));
+        w.attach_spool(Spool::open(root.path(), Uuid::new_v4()).expect("spool"));
+        w.push(sample(1));
+        w.push(sample(2));
+        w.spill(Duration::ZERO);
+        w.push(sample(3));
+        w.spill(Duration::from_secs(3600));
+        assert_eq!(
+            files(&root.path().join(w.dir_name())),
+            1,
+            "3 is too young to spill"
+        );
+        w.spill(Duration::ZERO);
+        let bytes_on_disk: u64 = std::fs::read_dir(root.path().join(w.dir_name()))
+            .expect("ls")
+            .flatten()
+            .filter(|f| f.path().extension().is_some_and(|x| x == "batch"))
+            .map(|f| f.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum();
+        assert_eq!(
+            w.stats().pending_bytes as u64,
+            bytes_on_disk,
+            "spilled sizes are exact"
+        );
+        drop(w); // kill -9: no close
+
+        let next = Writer::new(1000, usize::MAX, Duration::from_secs(1));
+        let rows = next.attach_spool(Spool::open(root.path(), Uuid::new_v4()).expect("spool"));
+        assert_eq!(rows, 3);
+        let group = next.take_group();
+        assert_eq!(server_ids(&group), [1, 2, 3]);
+        let dir = root.path().join(next.dir_name());
+        assert_eq!(files(&dir), 2, "adopted into the new directory");
+        let ids: Vec<u64> = group.iter().map(|(id, _)| *id).collect();
+        next.done(&ids[..2], &[]);
+        assert_eq!(files(&dir), 1, "a file goes once the store has all of it");
+        next.done(&ids[2..], &[]);
+        assert_eq!(files(&dir), 0);
+        next.close();
+        assert_eq!(
+            std::fs::read_dir(root.path()).expect("ls").count(),
+            0,
+            "clean exit, no leftovers"
+        );
+    }
+
+    #[test]
+    fn the_spool_is_bounded_in_bytes_and_drops_are_reported_in_rows_and_bytes() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let one = sample(1).approx_bytes();
+        let w = Writer::new(1_000_000, one * 3, Duration::from_secs(1));
+        w.attach_spool(Spool::open(root.path(), Uuid::new_v4()).expect("spool"));
+        for id in 1..=3 {
+            w.push(sample(id));
+            w.spill(Duration::ZERO); // one file each
+        }
+        // Spilled sizes replace the estimates; make sure the bound is what binds below.
+        let per = w.stats().pending_bytes / 3;
+        let w2 = Writer::new(1_000_000, per * 3, Duration::from_secs(1));
+        drop(w);
+        w2.attach_spool(Spool::open(root.path(), Uuid::new_v4()).expect("spool"));
+        w2.push(sample(4));
+        w2.push(sample(5));
+        let s = w2.stats();
+        assert!(s.pending_bytes <= per * 3, "{s:?}");
+        assert!(s.dropped_rows >= 2, "{s:?}");
+        let group = w2.take_group();
+        let ids = server_ids(&group);
+        assert_eq!(ids.last(), Some(&5), "the newest stays: {ids:?}");
+        assert!(
+            !ids.contains(&1) && !ids.contains(&2),
+            "the oldest went first: {ids:?}"
+        );
+        let dir = root.path().join(w2.dir_name());
+        let left: Vec<i64> = ids.iter().copied().filter(|id| *id <= 3).collect();
+        assert_eq!(
+            files(&dir),
+            left.len(),
+            "the dropped snapshots' files are deleted"
+        );
+        let journal = Journal::new("test", None);
+        assert!(w2.report_drops(&journal));
+        assert_eq!(journal.pending(), 1);
+        assert!(!w2.report_drops(&journal), "reported once");
+        assert!(s.dropped_bytes >= 2 * per as u64, "{s:?}");
     }
 }

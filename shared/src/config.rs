@@ -50,6 +50,24 @@ pub struct StoreConfig {
     pub url: String,
     #[serde(default = "d_store_max")]
     pub max_connections: u32,
+    /// The store's own limit on one statement (`statement_timeout`; `lock_timeout` is a third of it,
+    /// `idle_in_transaction_session_timeout` twice [`Self::call_timeout_secs`]): a store that is slow
+    /// or locked answers with an error instead of holding a session forever. 0: no server-side limit.
+    #[serde(default = "d_store_statement_timeout")]
+    pub statement_timeout_secs: u64,
+    /// How long pgmon waits for any one store call (and the API for a whole request) before it gives
+    /// up on its own: the server-side limits cannot help when the connection itself is half-open (a
+    /// black-holed network), and sqlx exposes no TCP keepalive. Longer than the statement timeout, so
+    /// a slow statement is normally cancelled by the store with a clear error first.
+    #[serde(default = "d_store_call_timeout")]
+    pub call_timeout_secs: u64,
+}
+
+impl StoreConfig {
+    /// [`Self::call_timeout_secs`] as a duration.
+    pub fn call_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.call_timeout_secs)
+    }
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -57,6 +75,8 @@ impl std::fmt::Debug for StoreConfig {
         f.debug_struct("StoreConfig")
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
+            .field("statement_timeout_secs", &self.statement_timeout_secs)
+            .field("call_timeout_secs", &self.call_timeout_secs)
             .finish()
     }
 }
@@ -180,6 +200,13 @@ pub struct CollectorConfig {
     pub maintenance_interval_secs: u64,
     /// Statement timeout of `pg_database_size` on monitored servers.
     pub size_statement_timeout_secs: u64,
+    /// Where snapshots the store has not confirmed wait on disk, so a restart, a watchdog kill or an
+    /// upgrade during a store outage loses none. Each collector process takes its own
+    /// subdirectory (locked while it runs) and replays those of collectors that are gone.
+    pub spool_dir: PathBuf,
+    /// The most the unconfirmed snapshots may take, on disk and in memory; beyond it the oldest are
+    /// dropped, with a system-log entry saying how many rows and bytes.
+    pub spool_max_mb: u64,
 }
 
 impl Default for CollectorConfig {
@@ -196,6 +223,8 @@ impl Default for CollectorConfig {
             buffer_max_rows: 1_000_000,
             maintenance_interval_secs: 3600,
             size_statement_timeout_secs: 60,
+            spool_dir: "/var/lib/pgmon/spool".into(),
+            spool_max_mb: 256,
         }
     }
 }
@@ -335,6 +364,14 @@ fn d_store_max() -> u32 {
     10
 }
 
+fn d_store_statement_timeout() -> u64 {
+    30
+}
+
+fn d_store_call_timeout() -> u64 {
+    45
+}
+
 impl Config {
     /// The config path: `--config`, else `$PGMON_CONFIG`, else [`DEFAULT_CONFIG_PATH`].
     pub fn resolve_path(cli: Option<&Path>) -> PathBuf {
@@ -425,6 +462,29 @@ impl Config {
         }
         if self.store.max_connections == 0 {
             return bad("store.max_connections", "must be at least 1");
+        }
+        if self.store.statement_timeout_secs > 86_400 {
+            return bad(
+                "store.statement_timeout_secs",
+                "must be at most 86400 (0: no limit)",
+            );
+        }
+        if !(1..=86_400).contains(&self.store.call_timeout_secs) {
+            return bad("store.call_timeout_secs", "must be between 1 and 86400");
+        }
+        if self.store.statement_timeout_secs > 0
+            && self.store.call_timeout_secs <= self.store.statement_timeout_secs
+        {
+            return bad(
+                "store.call_timeout_secs",
+                "must be longer than store.statement_timeout_secs (the store cancels a slow statement first)",
+            );
+        }
+        if self.collector.spool_dir.as_os_str().is_empty() || !self.collector.spool_dir.is_absolute() {
+            return bad("collector.spool_dir", "must be an absolute path");
+        }
+        if !(1..=1_048_576).contains(&self.collector.spool_max_mb) {
+            return bad("collector.spool_max_mb", "must be between 1 and 1048576");
         }
         if self.api.token_expiration_minutes == 0 {
             return bad("api.token_expiration_minutes", "must be at least 1");
@@ -533,6 +593,8 @@ fn template_table() -> toml::Table {
         store: StoreConfig {
             url: String::new(),
             max_connections: d_store_max(),
+            statement_timeout_secs: d_store_statement_timeout(),
+            call_timeout_secs: d_store_call_timeout(),
         },
         api: ApiConfig::default(),
         collector: CollectorConfig::default(),
@@ -620,6 +682,11 @@ mod tests {
         assert_eq!(c.api.refresh_token_expiration_days, 7);
         assert_eq!(c.pools.high_load, PoolSize { min: 5, max: 30 });
         assert_eq!(c.collector.collect_interval_secs, 600);
+        assert_eq!(
+            (c.store.statement_timeout_secs, c.store.call_timeout_secs),
+            (30, 45)
+        );
+        assert_eq!(c.collector.spool_max_mb, 256);
         assert!(!format!("{c:?}").contains("pw"));
     }
 
@@ -634,6 +701,12 @@ mod tests {
         )
         .expect_err("bad value");
         assert!(e.to_string().contains("api.listen"), "{e}");
+        let e =
+            load("[store]\nurl = \"x\"\nstatement_timeout_secs = 60\n", &[]).expect_err("call <= statement");
+        assert!(e.to_string().contains("store.call_timeout_secs"), "{e}");
+        let e =
+            load("[store]\nurl = \"x\"\n[collector]\nspool_dir = \"spool\"\n", &[]).expect_err("relative");
+        assert!(e.to_string().contains("collector.spool_dir"), "{e}");
         let e = load("", &[]).expect_err("missing store.url");
         assert!(e.to_string().contains("store"), "{e}");
     }

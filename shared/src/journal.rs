@@ -10,6 +10,7 @@ use crate::store::StoreError;
 use crate::store::system_log::{self, Level, NewEntry};
 use sqlx::PgPool;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -42,6 +43,8 @@ struct Inner {
     instance: Option<Uuid>,
     state: Mutex<State>,
     wake: Notify,
+    /// Deadline of one write to the store, in ms (see [`Journal::set_call_timeout`]).
+    call_timeout_ms: AtomicU64,
 }
 
 /// Cheap to clone; every clone feeds the same queue.
@@ -56,7 +59,15 @@ impl Journal {
             instance,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
+            call_timeout_ms: AtomicU64::new(45_000),
         }))
+    }
+
+    /// How long one write to the store may take (`store.call_timeout_secs`) before it counts as an
+    /// outage and is retried: a half-open store connection must not stall the log.
+    pub fn set_call_timeout(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.0.call_timeout_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Queues an entry and repeats it in the process's own log.
@@ -190,12 +201,14 @@ impl Journal {
                     format!("{dropped} system log entries were dropped while the store was unreachable"),
                 ));
             }
-            match system_log::insert(&pool, self.0.process, self.0.instance, &batch).await {
+            let limit = Duration::from_millis(self.0.call_timeout_ms.load(Ordering::Relaxed));
+            let insert = system_log::insert(&pool, self.0.process, self.0.instance, &batch);
+            match crate::store::deadline(limit, insert).await {
                 Ok(()) => {
                     retry = Duration::from_millis(500);
                     self.settle(None, dropped);
                 }
-                Err(StoreError::Unavailable(_)) => {
+                Err(StoreError::Unavailable(_) | StoreError::Transient(_)) => {
                     batch.truncate(reported);
                     self.settle(Some(batch), 0);
                     tokio::select! {

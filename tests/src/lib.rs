@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub mod cluster;
 pub mod http;
 pub mod monitored;
+pub mod relay;
 pub mod sshd;
 
 /// Admin URL of the PostgreSQL server the tests create databases on.
@@ -195,13 +196,21 @@ pub fn write_private(path: &Path, content: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
+/// The collector's spool directory for a config: `spool/` beside it, so every test has its own
+/// (never the system's `/var/lib/pgmon/spool`, where one test's leftovers would be replayed into
+/// another test's store) and a restarted collector of the same test finds what the previous one left.
+pub fn spool_dir(config: &Path) -> PathBuf {
+    config.parent().unwrap_or(Path::new("/tmp")).join("spool")
+}
+
 pub fn run_cli(bin: &Path, config: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     use std::io::Write;
     let mut cmd = Command::new(bin);
     cmd.arg("--config").arg(config).args(args);
     cmd.env_remove("PGMON_CONFIG")
         .env_remove("LOCAL_DB_DSN")
-        .env_remove("SECRET_KEY");
+        .env_remove("SECRET_KEY")
+        .env("PGMON_COLLECTOR__SPOOL_DIR", spool_dir(config));
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -252,7 +261,8 @@ impl Proc {
         cmd.arg("--config").arg(config).args(args);
         cmd.env_remove("PGMON_CONFIG")
             .env_remove("LOCAL_DB_DSN")
-            .env_remove("SECRET_KEY");
+            .env_remove("SECRET_KEY")
+            .env("PGMON_COLLECTOR__SPOOL_DIR", spool_dir(config));
         for (k, v) in env {
             cmd.env(k, v);
         }

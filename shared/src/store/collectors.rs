@@ -166,7 +166,7 @@ pub async fn purge_before(pool: &PgPool, before: DateTime<Utc>) -> Result<u64> {
 }
 
 /// One row of `pg_database` as the collector reads it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DatabaseInfo {
     pub oid: i64,
     pub name: String,

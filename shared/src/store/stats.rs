@@ -16,7 +16,7 @@ use sqlx::{PgConnection, PgPool};
 use std::borrow::Borrow;
 
 /// One row of `pg_stat_database`, counters raw. Columns the server's version lacks are `None`.
-#[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct StatDatabaseRow {
     pub server_id: i64,
     pub slot: DateTime<Utc>,
@@ -52,7 +52,7 @@ pub struct StatDatabaseRow {
 }
 
 /// Whether a server answered in a stats slot.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AvailabilityRow {
     pub server_id: i64,
     pub slot: DateTime<Utc>,
@@ -65,7 +65,7 @@ pub struct AvailabilityRow {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DbSizeRow {
     pub server_id: i64,
     pub slot: DateTime<Utc>,
@@ -74,7 +74,7 @@ pub struct DbSizeRow {
     pub size_bytes: i64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DiskUsageRow {
     pub server_id: i64,
     pub slot: DateTime<Utc>,
@@ -388,5 +388,5 @@ pub async fn drop_partitions_before(pool: &PgPool, before: DateTime<Utc>) -> Res
 
 /// Whether an insert failed because no partition covers a row's slot (SQLSTATE 23514 from routing).
 pub fn is_missing_partition(e: &super::StoreError) -> bool {
-    matches!(e, super::StoreError::Other(m) if m.contains("no partition of relation"))
+    matches!(e, super::StoreError::MissingPartition(_))
 }

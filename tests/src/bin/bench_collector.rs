@@ -28,6 +28,7 @@ fn collector(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
         .args(args)
         .env_remove("PGMON_TEST_PG_URL")
         .env_remove("PGMON_CONFIG")
+        .env("PGMON_COLLECTOR__SPOOL_DIR", pgmon_tests::spool_dir(config))
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run pgmon-collector");

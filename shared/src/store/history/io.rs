@@ -6,7 +6,7 @@ use super::insert_rows;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IoRow {
     pub server_id: i64,
     pub slot: DateTime<Utc>,

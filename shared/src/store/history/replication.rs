@@ -7,7 +7,7 @@ use super::insert_rows;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StandbyRow {
     pub server_id: i64,
     pub slot: DateTime<Utc>,
@@ -26,7 +26,7 @@ pub struct StandbyRow {
     pub replay_lag_secs: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SlotRow {
     pub server_id: i64,
     pub slot: DateTime<Utc>,

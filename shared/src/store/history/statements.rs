@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool};
 pub const TEXT_BYTES: usize = 4096;
 
 /// What one statement spent between two stats slots (times in ms).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StatementRow {
     pub server_id: i64,
     pub slot: DateTime<Utc>,
@@ -39,7 +39,7 @@ pub struct StatementRow {
 }
 
 /// A statement's text, cut to [`TEXT_BYTES`] on a character boundary.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TextRow {
     pub server_id: i64,
     pub queryid: i64,
