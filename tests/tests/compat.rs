@@ -1,7 +1,7 @@
-//! The original backend's clients against pgmon-api: every call its web frontend makes
-//! (`../shared/reference/original-api-contract.md`), sent as the frontend sends it, with every field
-//! the frontend reads checked (name, type, unit, value where it is known) and every answer's shape
-//! compared with the answer captured from the running original (`original-golden/`). Run once at the
+//! The original backend's clients against pgmon-api: every call its web frontend makes, sent as the
+//! frontend sends it, with every field the frontend reads checked (name, type, unit, value where it is
+//! known) and every answer's shape compared with the answer captured from the running original
+//! (`tests/fixtures/original/golden/`, see the README there). Run once at the
 //! bare paths (the original's first layout) and once under `/api` (its later one), against the real
 //! binaries, a real monitored PostgreSQL (the shared test server, collected by the real collector)
 //! and a real sshd, as the frontend's pages use them.
@@ -50,7 +50,7 @@ fn shape(v: &Value, path: &str, out: &mut BTreeMap<String, BTreeSet<&'static str
 /// The body the running original gave for the call `name`.
 fn golden(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/reference/original-golden")
+        .join("fixtures/original/golden")
         .join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let v: Value = serde_json::from_str(&text).expect("golden json");
