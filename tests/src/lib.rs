@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod http;
 pub mod monitored;
 pub mod sshd;
+pub mod tls;
 
 /// Admin URL of the PostgreSQL server the tests create databases on.
 pub fn pg_admin_url() -> String {
