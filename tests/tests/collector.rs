@@ -92,6 +92,7 @@ async fn snapshots_counters_databases_sizes_and_disk() {
     // one 10-minute slot (the second shows a slot is never written twice): not near its end.
     let to_next_slot = 600 - Utc::now().timestamp().rem_euclid(600);
     if to_next_slot < 60 {
+        // Deliberate: nothing to poll for, the clock has to cross into the next slot.
         tokio::time::sleep(Duration::from_secs(to_next_slot as u64 + 1)).await;
     }
     let out = once(&env, "stats");
@@ -459,6 +460,8 @@ async fn a_flapping_server_is_logged_a_few_times_an_hour() {
         .execute(&store)
         .await
         .expect("age");
+    // Deliberate: every run needs a 1 s slot of its own (a slot is collected once), so the clock
+    // has to move on between them.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     once(&env, "stats");
     tokio::time::sleep(Duration::from_millis(1100)).await;
