@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against real services: installs and starts what the tests need
 # (PostgreSQL, PostgreSQL 12-18 binaries from npm, sshd binaries, Python's cryptography for the
-# Fernet interop test, schemathesis, Node.js and Chromium for the web UI's browser tests),
+# Fernet interop test, openssl for throwaway certificates, schemathesis, Node.js and Chromium for
+# the web UI's browser tests),
 # builds, then runs `cargo test` for the whole workspace. Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
-ensure_packages gcc openssh-server openssh-client procps curl iproute2 util-linux prometheus chromium
+ensure_packages gcc openssh-server openssh-client procps curl iproute2 util-linux prometheus chromium openssl
 ensure_postgres
 python3 -c 'import cryptography' 2>/dev/null || ensure_packages python3-cryptography
 # schemathesis, pinned, in a virtualenv of its own (tests/tests/schemathesis.rs runs it).

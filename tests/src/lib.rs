@@ -16,6 +16,7 @@ pub mod http;
 pub mod monitored;
 pub mod relay;
 pub mod sshd;
+pub mod tls;
 
 /// Admin URL of the PostgreSQL server the tests create databases on.
 pub fn pg_admin_url() -> String {

@@ -92,6 +92,7 @@ async fn snapshots_counters_databases_sizes_and_disk() {
     // one 10-minute slot (the second shows a slot is never written twice): not near its end.
     let to_next_slot = 600 - Utc::now().timestamp().rem_euclid(600);
     if to_next_slot < 60 {
+        // Deliberate: nothing to poll for, the clock has to cross into the next slot.
         tokio::time::sleep(Duration::from_secs(to_next_slot as u64 + 1)).await;
     }
     let out = once(&env, "stats");
@@ -459,6 +460,8 @@ async fn a_flapping_server_is_logged_a_few_times_an_hour() {
         .execute(&store)
         .await
         .expect("age");
+    // Deliberate: every run needs a 1 s slot of its own (a slot is collected once), so the clock
+    // has to move on between them.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     once(&env, "stats");
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -1032,42 +1035,40 @@ async fn remote_sessions_carry_limits_follow_sslmode_and_classify_errors() {
         .await
         .expect("prefer falls back to plain text");
 
-    // The shared server, when it has TLS (Debian's default self-signed certificate): `require`
-    // encrypts without verifying, `verify-full` refuses a certificate no trusted CA signed.
-    let shared = monitored::shared().target(SslMode::Require);
-    let plain = remote::connect(
-        &Target {
-            sslmode: SslMode::Disable,
-            ..shared.clone()
-        },
-        &opts,
-    )
-    .await
-    .expect("plain session on the shared server");
-    let ssl_on: String = plain
-        .query_one("SELECT current_setting('ssl')", &[])
+    // A server with TLS, on a self-signed certificate: `prefer` and `require` encrypt (as the
+    // server sees it), `disable` does not, and `verify-full` refuses a certificate no trusted CA signed.
+    let pki = pgmon_tests::tls::Pki::new();
+    pki.self_signed("selfsigned", "IP:127.0.0.1");
+    pgmon_tests::tls::serve(&cluster, &pki, "selfsigned", "");
+    for (mode, encrypted) in [
+        (SslMode::Disable, false),
+        (SslMode::Prefer, true),
+        (SslMode::Require, true),
+    ] {
+        let c = remote::connect(
+            &Target {
+                sslmode: mode,
+                ..target.clone()
+            },
+            &opts,
+        )
         .await
-        .expect("ssl setting")
-        .get(0);
-    if ssl_on == "on" {
-        let c = remote::connect(&shared, &opts)
-            .await
-            .expect("require on a TLS server");
-        let encrypted: bool = c
+        .unwrap_or_else(|e| panic!("{mode:?} on a TLS server: {e}"));
+        let ssl: bool = c
             .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
             .await
             .expect("pg_stat_ssl")
             .get(0);
-        assert!(encrypted);
-        let full = Target {
-            sslmode: SslMode::VerifyFull,
-            ..shared.clone()
-        };
-        let e = remote::connect(&full, &opts)
-            .await
-            .expect_err("an untrusted certificate");
-        assert_eq!(e.class, ErrorClass::Tls, "{e}");
+        assert_eq!(ssl, encrypted, "{mode:?}");
     }
+    let full = Target {
+        sslmode: SslMode::VerifyFull,
+        ..target.clone()
+    };
+    let e = remote::connect(&full, &opts)
+        .await
+        .expect_err("an untrusted certificate");
+    assert_eq!(e.class, ErrorClass::Tls, "{e}");
 }
 
 /// The systemd protocol as the unit uses it (Type=notify, WatchdogSec): READY after start, WATCHDOG
@@ -1106,124 +1107,74 @@ async fn tells_systemd_ready_feeds_the_watchdog_and_stops_cleanly() {
     }
 }
 
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    pgmon_tests::output_ok(
-        std::process::Command::new("openssl").args(args).current_dir(dir),
-        &format!("openssl {args:?}"),
-    );
-}
-
-/// Serves TLS on `cluster` with the certificate `name`.pem / `name`.key from `dir`.
-fn serve_tls(cluster: &Cluster, dir: &std::path::Path, name: &str) {
-    let read = |f: String| std::fs::read(dir.join(f)).expect("read certificate file");
-    let cert = cluster.install_file("server.pem", &read(format!("{name}.pem")), 0o644);
-    let key = cluster.install_file("server.key", &read(format!("{name}.key")), 0o600);
-    cluster.reconfigure(&format!(
-        "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'",
-        cert.display(),
-        key.display()
-    ));
-}
-
-/// libpq's sslmode semantics through the collector: `require` encrypts without checking,
-/// `verify-ca` checks the chain but not the name, `verify-full` checks both. The private CA is
-/// trusted through `PGSSLROOTCERT`, as with libpq.
+/// libpq's sslmode semantics, through the collector and the API: `disable` never encrypts,
+/// `prefer` encrypts when the server offers TLS, `require` encrypts without checking the
+/// certificate, `verify-ca` checks the chain but not the name, `verify-full` checks both. The
+/// private CA is trusted through `PGSSLROOTCERT`, as with libpq.
 #[tokio::test]
 async fn sslmodes_check_what_libpq_checks() {
+    use pgmon_tests::tls::{self, Pki};
     let (env, store) = env_with(600, "").await;
-    let d = env.dir.path();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    let mut args = vec!["req", "-x509"];
-    args.extend(ec);
-    args.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=pgmon test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(d, &args);
-    // Signed by the CA, but for another name than 127.0.0.1.
-    let mut args = vec!["req"];
-    args.extend(ec);
-    args.extend([
-        "-keyout",
-        "named.key",
-        "-out",
-        "named.csr",
-        "-subj",
-        "/CN=elsewhere.example",
-    ]);
-    openssl(d, &args);
-    std::fs::write(
-        d.join("named.ext"),
-        "subjectAltName=DNS:elsewhere.example\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-    )
-    .expect("ext file");
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "named.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "named.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "named.ext",
-        ],
-    );
-    // Self-signed, for the right address.
-    let mut args = vec!["req", "-x509"];
-    args.extend(ec);
-    args.extend([
-        "-keyout",
-        "selfsigned.key",
-        "-out",
-        "selfsigned.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-    ]);
-    openssl(d, &args);
-
+    let pki = Pki::new();
+    pki.issue("trusted", "IP:127.0.0.1,DNS:localhost");
+    pki.issue("named", "DNS:elsewhere.example");
+    pki.self_signed("selfsigned", "IP:127.0.0.1");
+    // The server's own record of each session: its database and whether it was encrypted.
+    let trusted = Cluster::start();
+    tls::serve(&trusted, &pki, "trusted", "log_connections = on");
+    trusted
+        .create_databases(&["via_disable", "via_prefer", "via_full"])
+        .await;
     let ca_signed = Cluster::start();
-    serve_tls(&ca_signed, d, "named");
+    tls::serve(&ca_signed, &pki, "named", "");
     let self_signed = Cluster::start();
-    serve_tls(&self_signed, d, "selfsigned");
+    tls::serve(&self_signed, &pki, "selfsigned", "");
+
     let mut expect = Vec::new();
-    for (name, cluster, mode, up) in [
-        ("require-selfsigned", &self_signed, "require", true),
-        ("verify-ca-selfsigned", &self_signed, "verify-ca", false),
-        ("verify-ca-other-name", &ca_signed, "verify-ca", true),
-        ("verify-full-other-name", &ca_signed, "verify-full", false),
+    for (name, cluster, db, mode, up) in [
+        ("disable", &trusted, "via_disable", "disable", true),
+        ("prefer", &trusted, "via_prefer", "prefer", true),
+        ("verify-full", &trusted, "via_full", "verify-full", true),
+        ("verify-full-localhost", &trusted, "postgres", "verify-full", true),
+        ("verify-ca-other-name", &ca_signed, "postgres", "verify-ca", true),
+        (
+            "verify-full-other-name",
+            &ca_signed,
+            "postgres",
+            "verify-full",
+            false,
+        ),
+        ("require-selfsigned", &self_signed, "postgres", "require", true),
+        (
+            "verify-ca-selfsigned",
+            &self_signed,
+            "postgres",
+            "verify-ca",
+            false,
+        ),
     ] {
-        let id = cluster.login().register(&store, &env.fernet_key, name).await;
-        sqlx::query("UPDATE servers SET sslmode = $2 WHERE id = $1")
+        // The certificate names both: the host name is checked as such, not only the address.
+        let host = if name.ends_with("localhost") {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
+        let id = cluster
+            .login()
+            .with_dbname(db)
+            .register(&store, &env.fernet_key, name)
+            .await;
+        sqlx::query("UPDATE servers SET sslmode = $2, host = $3 WHERE id = $1")
             .bind(id)
             .bind(mode)
+            .bind(host)
             .execute(&store)
             .await
             .expect("sslmode");
         expect.push((name, id, up));
     }
+    let ca = pki.ca();
+    let ca = ca.to_str().expect("CA path");
     pgmon_tests::output_ok(
         std::process::Command::new(bin("pgmon-collector"))
             .arg("--config")
@@ -1231,20 +1182,78 @@ async fn sslmodes_check_what_libpq_checks() {
             .args(["once", "--task", "stats"])
             .env_remove("PGMON_TEST_PG_URL")
             .env_remove("PGMON_CONFIG")
-            .env("PGSSLROOTCERT", d.join("ca.pem")),
+            .env("PGSSLROOTCERT", ca),
         "pgmon-collector once --task stats",
     );
-    for (name, id, up) in expect {
+    for (name, id, up) in &expect {
         let (got, class): (bool, Option<String>) =
             sqlx::query_as("SELECT up, error_class FROM availability WHERE server_id = $1")
                 .bind(id)
                 .fetch_one(&store)
                 .await
                 .expect("sample");
-        assert_eq!(got, up, "{name}: {class:?}");
+        assert_eq!(got, *up, "{name}: {class:?}");
         if !up {
             assert_eq!(class.as_deref(), Some("tls"), "{name}");
         }
+    }
+    // The collector's sessions as the server logged them: `prefer` and `verify-full` encrypted,
+    // `disable` not.
+    let log = std::fs::read_to_string(trusted.log_path()).expect("server log");
+    let authorized = |db: &str| -> Vec<&str> {
+        log.lines()
+            .filter(|l| l.contains("connection authorized") && l.contains(&format!("database={db} ")))
+            .collect()
+    };
+    for (db, encrypted) in [("via_disable", false), ("via_prefer", true), ("via_full", true)] {
+        let sessions = authorized(db);
+        assert!(!sessions.is_empty(), "no collector session on {db}: {log}");
+        assert!(
+            sessions.iter().all(|l| l.contains("SSL enabled") == encrypted),
+            "{db}: {sessions:?}"
+        );
+    }
+
+    // The API's sessions, kept open in its pools, as pg_stat_ssl shows them.
+    env.add_user("viewer", "viewer", "viewer-password-1");
+    let api = Proc::spawn_env(
+        &bin("pgmon-api"),
+        &env.config_path,
+        &["serve"],
+        "pgmon-api listening on ",
+        &[("PGSSLROOTCERT", ca)],
+    )
+    .await;
+    let token = pgmon_tests::http::token(&api.base, "viewer", "viewer-password-1").await;
+    let server_pool = trusted.pool("postgres").await;
+    let api_sessions = || async {
+        sqlx::query_as::<_, (String, bool)>(
+            "SELECT a.datname::text, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.application_name = 'pgmon-api' ORDER BY 1",
+        )
+        .fetch_all(&server_pool)
+        .await
+        .expect("pg_stat_ssl")
+    };
+    wait_for(
+        "the API's sessions on the TLS server",
+        Duration::from_secs(30),
+        || async {
+            for name in ["disable", "prefer", "verify-full"] {
+                let (st, body) =
+                    pgmon_tests::http::call("GET", &api.url(&format!("/servers/{name}")), Some(&token), None)
+                        .await;
+                assert_eq!(st, reqwest::StatusCode::OK, "{body}");
+            }
+            let dbs: std::collections::BTreeSet<String> =
+                api_sessions().await.into_iter().map(|(db, _)| db).collect();
+            dbs.len() == 3
+        },
+    )
+    .await;
+    let sessions = api_sessions().await;
+    for (db, ssl) in &sessions {
+        assert_eq!(*ssl, db != "via_disable", "{sessions:?}");
     }
 }
 

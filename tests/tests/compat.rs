@@ -1,14 +1,14 @@
-//! The original backend's clients against pgmon-api: every call its web frontend makes
-//! (`../shared/reference/original-api-contract.md`), sent as the frontend sends it, with every field
-//! the frontend reads checked (name, type, unit, value where it is known) and every answer's shape
-//! compared with the answer captured from the running original (`original-golden/`). Run once at the
+//! The original backend's clients against pgmon-api: every call its web frontend makes, sent as the
+//! frontend sends it, with every field the frontend reads checked (name, type, unit, value where it is
+//! known) and every answer's shape compared with the answer captured from the running original
+//! (`tests/fixtures/original/golden/`, see the README there). Run once at the
 //! bare paths (the original's first layout) and once under `/api` (its later one), against the real
 //! binaries, a real monitored PostgreSQL (the shared test server, collected by the real collector)
 //! and a real sshd, as the frontend's pages use them.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use pgmon_tests::sshd::{Sshd, TEST_PASSWORD, TEST_USER};
-use pgmon_tests::{Proc, TestEnv, bin, http, monitored, run_cli};
+use pgmon_tests::{Proc, TestEnv, bin, http, monitored, run_cli, wait_for};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,7 +50,7 @@ fn shape(v: &Value, path: &str, out: &mut BTreeMap<String, BTreeSet<&'static str
 /// The body the running original gave for the call `name`.
 fn golden(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/reference/original-golden")
+        .join("fixtures/original/golden")
         .join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let v: Value = serde_json::from_str(&text).expect("golden json");
@@ -288,11 +288,20 @@ async fn world(prefix: &'static str) -> (World, Client) {
         sqlx::query("SELECT 1").execute(&demo).await.expect("commit");
     }
     demo.close().await;
-    while Utc::now().timestamp() / INTERVAL <= first_slot {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     // The statistics collector flushes its counters within a second of the sessions going.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_for(
+        "the commits in pg_stat_database",
+        Duration::from_secs(20),
+        || async { xact(&admin_pool).await >= before + 25 },
+    )
+    .await;
+    // The second collection must fall in the next slot: the clock has to move on.
+    wait_for(
+        "the next collection slot",
+        Duration::from_secs(INTERVAL as u64 + 5),
+        || async { Utc::now().timestamp() / INTERVAL > first_slot },
+    )
+    .await;
     let after = xact(&admin_pool).await;
     collect(&env, "stats");
     collect(&env, "sizes");
@@ -358,18 +367,15 @@ async fn frontend_flow(prefix: &'static str) {
     assert_golden_shape("users_me", &me);
 
     // 6: the server list, polled every 10 s: live status from what pgmon knows.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let servers = loop {
+    let live = std::sync::Mutex::new(Value::Null);
+    wait_for("a live status with disk", Duration::from_secs(20), || async {
         let list = c.get("/servers").await;
-        if list[0]["status"] == "ok" && list[0]["free_space"].is_i64() {
-            break list;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no live status with disk: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+        let ready = list[0]["status"] == "ok" && list[0]["free_space"].is_i64();
+        *live.lock().expect("list") = list;
+        ready
+    })
+    .await;
+    let servers = live.into_inner().expect("list");
     assert_golden_shape("servers", &servers);
     assert_golden_shape("servers_again_within_5s", &servers);
     let s = &servers[0];

@@ -202,7 +202,12 @@ async fn families_and_statements(major: u32) {
         || async { s.statement_calls("pgmon_marker_a").await >= 48 },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Later slots, collected after the reset, add no spike either.
+    let seen = s.slots_of("stat_statements").await;
+    wait_for("two more statement slots", Duration::from_secs(30), || async {
+        s.slots_of("stat_statements").await >= seen + 2
+    })
+    .await;
     assert_eq!(
         s.statement_calls("pgmon_marker_a").await,
         48,
@@ -259,7 +264,23 @@ async fn families_and_statements(major: u32) {
     // Every family: collected, read back, never negative across the resets.
     exec(&mut work, "INSERT INTO w SELECT generate_series(1, 20000)").await;
     exec(&mut work, "CHECKPOINT").await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_for(
+        "the INSERT's WAL and the CHECKPOINT in the history",
+        Duration::from_secs(30),
+        || async {
+            let wal = s.series("p", "wal").await;
+            let cp = s.series("p", "checkpointer").await;
+            column(&wal, "wal_generated_bytes_per_sec")
+                .iter()
+                .flatten()
+                .any(|v| *v > 100_000.0)
+                && column(&cp, "checkpoints_req_per_sec")
+                    .iter()
+                    .flatten()
+                    .any(|v| *v > 0.0)
+        },
+    )
+    .await;
     let wal = s.series("p", "wal").await;
     assert!(
         column(&wal, "wal_generated_bytes_per_sec")

@@ -7,10 +7,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// The original deployment in the shared reference (`../shared` beside the checkout).
+/// The original deployment, as captured in the repository (`tests/fixtures/original/`).
 fn deployment() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/reference/original-golden/deployment/etc_pg_activity_monitor")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/original/deployment/etc_pg_activity_monitor")
 }
 
 /// A writable copy of the deployment in `dir`.
@@ -30,7 +29,7 @@ fn copy_deployment(dir: &Path) -> PathBuf {
     to
 }
 
-/// The original's store, with its own schema (from the deployment's README) and three days of
+/// The original's store, with the schema the original creates at start-up, and three days of
 /// 10-minute collections of two databases; the original skipped `postgres`.
 async fn original_store() -> TestDb {
     let db = TestDb::new().await;

@@ -61,10 +61,13 @@ impl Prometheus {
             &[("query", q)],
         )
         .expect("url");
-        // Before Prometheus listens, nothing is known.
+        // Before Prometheus listens, and while it starts (503, plain text), nothing is known.
         let Ok(resp) = reqwest::Client::new().get(url).send().await else {
             return Vec::new();
         };
+        if resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            return Vec::new();
+        }
         let r: Value = resp.json().await.expect("json");
         r["data"]["result"].as_array().cloned().unwrap_or_default()
     }
@@ -196,10 +199,14 @@ async fn prometheus_scrapes_the_fleet_under_postgres_exporter_names() {
 
     // A statistics reset: the counter goes down, rate() does not.
     let pool = cluster.pool("postgres").await;
+    let high = prom.value(q).await.unwrap_or(0.0) + 50.0;
     for _ in 0..50 {
         sqlx::query("SELECT 1").execute(&pool).await.expect("commit");
     }
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    wait_for("the commits to be scraped", Duration::from_secs(30), || async {
+        prom.value(q).await >= Some(high)
+    })
+    .await;
     sqlx::query("SELECT pg_stat_reset()")
         .execute(&pool)
         .await
@@ -208,16 +215,31 @@ async fn prometheus_scrapes_the_fleet_under_postgres_exporter_names() {
         prom.value(&format!("resets({q}[1m])")).await >= Some(1.0)
     })
     .await;
+    // The newest sample is from after the reset now.
+    let high = prom.value(q).await.unwrap_or(0.0) + 50.0;
     for _ in 0..50 {
         sqlx::query("SELECT 1").execute(&pool).await.expect("commit");
     }
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let rate = prom
-        .query(&format!("rate({q}[5s])[1m:1s]"))
-        .await
-        .first()
-        .and_then(|s| s["values"].as_array().cloned())
-        .unwrap_or_default();
+    wait_for(
+        "the commits after the reset to be scraped",
+        Duration::from_secs(30),
+        || async { prom.value(q).await >= Some(high) },
+    )
+    .await;
+    let rates = || async {
+        prom.query(&format!("rate({q}[5s])[1m:1s]"))
+            .await
+            .first()
+            .and_then(|s| s["values"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    wait_for(
+        "five rates in the minute of the reset",
+        Duration::from_secs(30),
+        || async { rates().await.len() >= 5 },
+    )
+    .await;
+    let rate = rates().await;
     assert!(rate.len() >= 5, "{rate:?}");
     for v in &rate {
         let x: f64 = v[1].as_str().and_then(|s| s.parse().ok()).unwrap_or(-1.0);

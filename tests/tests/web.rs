@@ -116,6 +116,7 @@ async fn every_page_in_a_real_browser() {
                     .bind(i64::try_from(i).unwrap_or(0))
                     .execute(&shop)
                     .await;
+                // Pacing, not waiting: a steady trickle of work spread over the collections.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -180,7 +181,27 @@ async fn every_page_in_a_real_browser() {
                 .map(|_| ())
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The names are bound, not written in the statement: this session's own query text shows in
+    // the activity page too.
+    wait_for(
+        "the lock wait and the pg_sleep on the server",
+        Duration::from_secs(10),
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT count(*) FILTER (WHERE datname = $1 AND wait_event_type = 'Lock') > 0
+                        AND count(*) FILTER (WHERE application_name = $2 AND state = 'active'
+                                              AND query LIKE $3) > 0
+                 FROM pg_stat_activity",
+            )
+            .bind("shop")
+            .bind("e2e-sleeper")
+            .bind("%pg_sleep(600)%")
+            .fetch_one(&admin_pool)
+            .await
+            .expect("pg_stat_activity")
+        },
+    )
+    .await;
 
     let shots = bin_dir()
         .parent()
