@@ -457,6 +457,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         )
         .await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    state.limiter.refusals.flush(&state.pool).await;
     state.journal.log(log("api stopped"));
     state.journal.flush(Duration::from_secs(2)).await;
     journal_stop.cancel();

@@ -116,7 +116,8 @@ pub fn client_meta(req: &Request) -> (Option<IpAddr>, Option<String>) {
 /// `api.client_ip_header` is read, because it is the one header the proxy overwrites or appends
 /// to: any other forwarded header still holds what the client chose. See [`resolve_client_ip`].
 pub fn client_ip(req: &Request) -> Option<IpAddr> {
-    let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    // A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`: compare them as IPv4.
+    let peer = req.remote_addr().as_socket_addr().map(|a| a.ip().to_canonical());
     let state = req.data::<AppState>()?;
     resolve_client_ip(
         peer,

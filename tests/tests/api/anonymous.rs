@@ -103,6 +103,7 @@ async fn anonymous_requests_leave_caches_and_audit_as_they_were() {
 
     let client = http::client();
     let foo = reqwest::Method::from_bytes(b"FOO").expect("method");
+    let started = std::time::Instant::now();
     let statuses = futures::stream::iter(0..10_000u32)
         .map(|i| {
             let req = match i % 6 {
@@ -123,6 +124,7 @@ async fn anonymous_requests_leave_caches_and_audit_as_they_were() {
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;
+    let secs = started.elapsed().as_secs() as i64;
     assert!(
         statuses.iter().all(|s| !s.is_server_error()),
         "no 5xx under the flood"
@@ -138,15 +140,22 @@ async fn anonymous_requests_leave_caches_and_audit_as_they_were() {
         invalidated_before,
         "no anonymous request emptied the caches"
     );
-    // The admin's reads were served from the caches; the guesses wrote 5 failures, one aggregate
-    // row and its updates. Before, every anonymous write emptied the caches and every refused
-    // login was a row: thousands of transactions.
-    assert!(commits < 60, "{commits} store transactions for the flood");
+    // The admin's reads were served from the caches; the guesses wrote their failures (5, then one
+    // each 12 s), one aggregate row and its updates (one each 2 s at most), with a margin for what
+    // the API does on its own meanwhile (about 40 measured). Before, every anonymous write emptied
+    // the caches and every refused login was a row: thousands of transactions.
+    assert!(
+        commits < 80 + secs,
+        "{commits} store transactions for the flood of {secs} s"
+    );
     // The pair limit (5 a minute, refilled one every 12 s) lets a few guesses through; every other
     // refusal is counted in one row per client IP and minute.
     let (failed, refused, other) = audit_rows(&env).await;
     assert_eq!(audit_before.2, other, "no other event was recorded");
-    assert!(failed - audit_before.0 <= 10, "{failed} login failures");
+    assert!(
+        failed - audit_before.0 <= 6 + secs / 12,
+        "{failed} login failures in {secs} s"
+    );
     assert!(
         (1..=2).contains(&(refused - audit_before.1)),
         "{refused} aggregate rows for thousands of refused logins"
