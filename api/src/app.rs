@@ -286,7 +286,7 @@ async fn allow_header<E: Endpoint>(
     allow: Arc<AllowTable>,
 ) -> poem::Result<Response> {
     let path = req.uri().path().to_string();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let requests = req.data::<AppState>().map(|s| s.requests.clone());
     let started = Instant::now();
     let mut resp = match next.call(req).await {
@@ -296,7 +296,7 @@ async fn allow_header<E: Endpoint>(
     if let Some(r) = requests {
         r.observe(
             allow.route(&path),
-            &method,
+            method,
             resp.status().as_u16(),
             started.elapsed(),
         );
@@ -311,19 +311,50 @@ async fn allow_header<E: Endpoint>(
     Ok(resp)
 }
 
-/// Every change to users, tokens and servers is a POST, PUT, PATCH or DELETE: once one has run, this
-/// instance's caches of store rows are dropped before the response leaves, so the caller's next
-/// request sees its own change. (Other instances learn of it by NOTIFY; see `store_cache`.)
-async fn invalidate_after_writes<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
-    let write = !matches!(*req.method(), poem::http::Method::GET | poem::http::Method::HEAD);
+/// Every change to users, tokens and servers is a POST, PUT, PATCH or DELETE: once one has succeeded
+/// (2xx) for an authenticated caller, this instance's caches of store rows are dropped before the
+/// response leaves, so the caller's next request sees its own change. (Other instances learn of it
+/// by NOTIFY; see `store_cache`.) A refused or anonymous request changes nothing, so it empties
+/// nothing: otherwise anyone could keep the caches empty and every request on the store. The
+/// anonymous writes that do change cached rows (`/logout`, a reused refresh token) drop them
+/// themselves.
+async fn invalidate_after_writes<E: Endpoint>(next: Arc<E>, mut req: Request) -> poem::Result<Response> {
+    use poem::http::Method;
+    let write = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
     let cache = write
         .then(|| req.data::<AppState>().map(|s| s.cache.clone()))
         .flatten();
-    let out = next.call(req).await;
-    if let Some(c) = cache {
+    let authenticated = crate::auth::guard::AuthenticatedMark::default();
+    if cache.is_some() {
+        req.extensions_mut().insert(authenticated.clone());
+    }
+    let resp = next.call(req).await?.into_response();
+    if let Some(c) = cache
+        && resp.status().is_success()
+        && authenticated.is_set()
+    {
         c.invalidate();
     }
-    Ok(out?.into_response())
+    Ok(resp)
+}
+
+/// The method as a metrics label: the methods HTTP defines for this API, else `other` (a client
+/// may send any token as a method; each would be a new series held forever).
+fn method_label(m: &poem::http::Method) -> &'static str {
+    use poem::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Answers 503 when a request is not done within `store.call_timeout_secs`. Every remote call a
@@ -387,7 +418,10 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
     journal.set_call_timeout(cfg.store.call_timeout());
     Ok(AppState {
         pool,
-        limiter: LoginLimiter::new(cfg.api.login_attempts_per_minute),
+        limiter: LoginLimiter::new(
+            cfg.api.login_attempts_per_minute,
+            cfg.api.login_ip_attempts_per_minute(),
+        ),
         probes: crate::probe_limit::ProbeLimiter::new(cfg.servers.test_attempts_per_minute),
         jwt: Arc::new(crate::auth::jwt::JwtKeys::new(&jwt_secret)),
         crypto: Arc::new(crypto),
@@ -396,6 +430,9 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
         cache: crate::store_cache::StoreCache::new(cfg.api.history_response_cache_mb as usize * 1024 * 1024),
         chunks: Arc::new(ChunkCache::new(cfg.api.history_cache_mb as usize * 1024 * 1024)),
         trusted_proxies: Arc::new(cfg.api.trusted_proxy_nets()),
+        client_ip_header: poem::http::HeaderName::from_bytes(cfg.api.client_ip_header.as_bytes())
+            .unwrap_or(poem::http::header::HeaderName::from_static("x-forwarded-for")),
+        health: Default::default(),
         live: crate::live::LiveStatuses::default(),
         journal,
         requests: Default::default(),
@@ -445,6 +482,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         )
         .await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    state.limiter.refusals.flush(&state.pool).await;
     state.journal.log(log("api stopped"));
     state.journal.flush(Duration::from_secs(2)).await;
     journal_stop.cancel();
@@ -453,8 +491,19 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Forgets stale rate-limit keys every minute and purges expired token rows every hour.
+/// Forgets stale rate-limit keys every minute and purges expired token rows every hour; writes the
+/// counts of refused logins every 2 s.
 fn spawn_housekeeping(state: AppState) {
+    let refusals = state.limiter.refusals.clone();
+    let pool = state.pool.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            refusals.flush(&pool).await;
+        }
+    });
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -28,6 +28,10 @@ pub struct AppState {
     pub chunks: Arc<pgmon_shared::store::chunk_cache::ChunkCache>,
     /// `api.trusted_proxies`, parsed once.
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// `api.client_ip_header`, parsed once.
+    pub client_ip_header: poem::http::HeaderName,
+    /// The store's part of `/health`, shared by every request for a second.
+    pub health: Arc<crate::routes::health::HealthCache>,
     /// What pgmon knows of each server's live status, refreshed in the background.
     pub live: crate::live::LiveStatuses,
     /// This process's writer of the system log.

@@ -72,6 +72,8 @@ pub struct StoreCache(Arc<Inner>);
 struct Inner {
     listening: AtomicBool,
     generation: AtomicU64,
+    /// Times the maps were emptied (`/metrics`): a high rate means the store serves every request.
+    invalidations: AtomicU64,
     auth: Map<Uuid, AuthState>,
     servers: Map<String, ServerRow>,
     /// Every server, as `GET /servers` (polled by every browser) lists them.
@@ -87,6 +89,7 @@ impl StoreCache {
         Self(Arc::new(Inner {
             listening: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            invalidations: AtomicU64::new(0),
             auth: Map::new(),
             servers: Map::new(),
             server_list: Map::new(),
@@ -186,8 +189,14 @@ impl StoreCache {
         (self.0.history.stats(), self.listening())
     }
 
+    /// Times the maps were emptied since the API started.
+    pub fn invalidations(&self) -> u64 {
+        self.0.invalidations.load(Ordering::Relaxed)
+    }
+
     /// Empties both maps and makes every generation read before now stale.
     pub fn invalidate(&self) {
+        self.0.invalidations.fetch_add(1, Ordering::Relaxed);
         self.0.generation.fetch_add(1, Ordering::AcqRel);
         self.0.auth.clear();
         self.0.servers.clear();

@@ -109,7 +109,12 @@ pub struct ApiConfig {
     pub ssh_cache_ttl_secs: u64,
     pub audit_retention_days: u32,
     pub secure_cookies: bool,
+    /// Login attempts a minute for one (login, client IP) pair. Per login alone there is only a
+    /// slow-down, never a refusal: a limit per login would let anyone lock `admin` out.
     pub login_attempts_per_minute: u32,
+    /// Login attempts a minute from one client IP, whatever the logins (a password spray); unset:
+    /// 4 × `login_attempts_per_minute`, so that one office behind a NAT can still log in.
+    pub login_attempts_per_minute_per_ip: Option<u32>,
     /// bcrypt cost of new hashes (4..=31). 12 in production; tests lower it to save CPU.
     pub bcrypt_cost: u32,
     /// Memory for packed history chunks held by the API (see `store::chunk_cache`); 0 turns it off.
@@ -117,9 +122,14 @@ pub struct ApiConfig {
     /// Memory for whole history answers held by the API until their server's data changes (see
     /// pgmon-api's `history_cache`); 0 turns it off.
     pub history_response_cache_mb: u32,
-    /// Peers (CIDR) whose `X-Real-IP` / `X-Forwarded-For` name the client, as a reverse proxy in
-    /// front of the API does; anyone else's forwarded headers are ignored. Default: loopback.
+    /// Peers (CIDR) whose [`ApiConfig::client_ip_header`] names the client, as a reverse proxy in
+    /// front of the API does; anyone else's header is ignored. Default: none, because any local
+    /// process (an SSH tunnel, a sidecar) is a loopback peer and could choose its own IP.
     pub trusted_proxies: Vec<String>,
+    /// The one header a trusted proxy sets to name the client: `X-Forwarded-For` (the right-most
+    /// address that is not itself a trusted proxy), or `X-Real-IP` or any header a site's proxy sets
+    /// (its right-most value). Only the header the proxy overwrites or appends to can be trusted.
+    pub client_ip_header: String,
     /// Query texts of sessions are cut to this many characters in listings.
     pub activity_query_chars: usize,
     /// A refresh token presented again within this many seconds of its rotation gets the same
@@ -138,6 +148,12 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
+    /// [`ApiConfig::login_attempts_per_minute_per_ip`] with its default applied.
+    pub fn login_ip_attempts_per_minute(&self) -> u32 {
+        self.login_attempts_per_minute_per_ip
+            .unwrap_or_else(|| self.login_attempts_per_minute.saturating_mul(4))
+    }
+
     /// [`ApiConfig::trusted_proxies`], parsed (validated at load).
     pub fn trusted_proxy_nets(&self) -> Vec<ipnet::IpNet> {
         self.trusted_proxies
@@ -145,6 +161,14 @@ impl ApiConfig {
             .filter_map(|p| parse_net(p).ok())
             .collect()
     }
+}
+
+/// RFC 9110's `token`: what a header name may be made of.
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// A CIDR block, or a single address as a /32 or /128.
@@ -166,10 +190,12 @@ impl Default for ApiConfig {
             audit_retention_days: 90,
             secure_cookies: true,
             login_attempts_per_minute: 5,
+            login_attempts_per_minute_per_ip: None,
             bcrypt_cost: 12,
             history_cache_mb: 128,
             history_response_cache_mb: 64,
-            trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            trusted_proxies: Vec::new(),
+            client_ip_header: "X-Forwarded-For".into(),
             activity_query_chars: 2000,
             refresh_reuse_grace_secs: 30,
             backend_signals: "on".into(),
@@ -495,6 +521,15 @@ impl Config {
         if self.api.login_attempts_per_minute == 0 {
             return bad("api.login_attempts_per_minute", "must be at least 1");
         }
+        if self.api.login_attempts_per_minute_per_ip == Some(0) {
+            return bad("api.login_attempts_per_minute_per_ip", "must be at least 1");
+        }
+        if !is_header_name(&self.api.client_ip_header) {
+            return bad(
+                "api.client_ip_header",
+                "must be an HTTP header name such as \"X-Forwarded-For\" or \"X-Real-IP\"",
+            );
+        }
         if !(4..=31).contains(&self.api.bcrypt_cost) {
             return bad("api.bcrypt_cost", "must be between 4 and 31");
         }
@@ -709,6 +744,29 @@ mod tests {
         assert!(e.to_string().contains("collector.spool_dir"), "{e}");
         let e = load("", &[]).expect_err("missing store.url");
         assert!(e.to_string().contains("store"), "{e}");
+    }
+
+    #[test]
+    fn client_ip_and_login_limits_default_to_trusting_no_proxy() {
+        let c = load("[store]\nurl = \"x\"\n", &[]).expect("config");
+        assert!(c.api.trusted_proxy_nets().is_empty());
+        assert_eq!(c.api.client_ip_header, "X-Forwarded-For");
+        assert_eq!(c.api.login_ip_attempts_per_minute(), 20);
+        let c = load(
+            "[store]\nurl = \"x\"\n[api]\nlogin_attempts_per_minute_per_ip = 7\nclient_ip_header = \"X-Real-IP\"\n",
+            &[],
+        )
+        .expect("config");
+        assert_eq!(c.api.login_ip_attempts_per_minute(), 7);
+        for bad in [
+            "client_ip_header = \"X Real IP\"",
+            "client_ip_header = \"\"",
+            "login_attempts_per_minute_per_ip = 0",
+        ] {
+            let e = load(&format!("[store]\nurl = \"x\"\n[api]\n{bad}\n"), &[]).expect_err(bad);
+            let key = bad.split(' ').next().unwrap_or_default();
+            assert!(e.to_string().contains(&format!("api.{key}")), "{e}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! server's data changed.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use pgmon_tests::{Proc, TestEnv, http, monitored};
+use pgmon_tests::{Proc, TestEnv, http, monitored, wait_for};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -634,6 +634,13 @@ async fn health_reports_collectors_and_degrades_when_a_task_is_overdue() {
     .execute(&pool)
     .await
     .expect("instance");
+    // The store's part of `/health` is at most a second old.
+    wait_for(
+        "health to see the overdue task",
+        Duration::from_secs(10),
+        || async { http::call("GET", &api.url("/api/health"), None, None).await.1["status"] == "degraded" },
+    )
+    .await;
     let (s, body) = http::call("GET", &api.url("/api/health"), None, None).await;
     assert_eq!(s, StatusCode::OK, "the API itself still serves: {body}");
     assert_eq!(body["status"], "degraded", "{body}");
@@ -647,8 +654,12 @@ async fn health_reports_collectors_and_degrades_when_a_task_is_overdue() {
     .execute(&pool)
     .await
     .expect("update");
-    let (_, body) = http::call("GET", &api.url("/api/health"), None, None).await;
-    assert_eq!(body["status"], "ok", "{body}");
+    wait_for(
+        "health to see the task run again",
+        Duration::from_secs(10),
+        || async { http::call("GET", &api.url("/api/health"), None, None).await.1["status"] == "ok" },
+    )
+    .await;
 }
 
 /// pg_stat_database.xact_commit of `db`, read directly.

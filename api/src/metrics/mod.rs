@@ -46,7 +46,7 @@ pub async fn scrape(req: &Request, state: Data<&AppState>) -> Response {
             "metrics are disabled ([metrics] enabled = false)",
         );
     }
-    let (ip, _) = crate::auth::guard::client_meta(req);
+    let ip = crate::auth::guard::client_ip(req);
     let nets = cfg.allow_nets();
     if !ip.is_some_and(|ip| nets.iter().any(|n| n.contains(&ip))) {
         return refuse(

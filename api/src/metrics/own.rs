@@ -99,6 +99,13 @@ pub async fn write_api(state: &AppState, t: &mut Text) {
         t.sample_with("_sum", &[("route", route)], sum_us as f64 / 1e6);
         t.sample_with("_count", &[("route", route)], count as f64);
     }
+    t.single(
+        "pgmon_api_cache_invalidations_total",
+        Kind::Counter,
+        "Times the caches of users, tokens, servers and settings were emptied (a change, a NOTIFY).",
+        state.cache.invalidations() as f64,
+    )
+    .await;
     let (h, active) = state.cache.history_stats();
     t.single(
         "pgmon_api_history_answers_served_total",

@@ -165,8 +165,9 @@ pub async fn record_jti(state: &AppState, ev: &str, who: &Actor, details: Option
 impl AuthApi {
     /// Log in (OAuth2 password grant).
     ///
-    /// Unknown logins and wrong passwords get the same answer. Attempts are throttled per login and
-    /// per client IP (`api.login_attempts_per_minute`).
+    /// Unknown logins and wrong passwords get the same answer. Attempts are limited per (login,
+    /// client IP) and per client IP (`api.login_attempts_per_minute`, `_per_ip`); a login's recent
+    /// failures only slow its next attempts down (at most 2 s), so nobody can lock a user out.
     #[oai(path = "/token", method = "post")]
     async fn token(
         &self,
@@ -176,10 +177,18 @@ impl AuthApi {
     ) -> ApiResult<TokenResponse> {
         let Form(form) = form;
         let who = actor(req, Some(&form.username));
-        let (ip, _) = client_meta(req);
+        let (ip, ua) = client_meta(req);
         if let Err(wait) = state.limiter.check(&form.username, ip) {
-            record(&state, event::LOGIN_RATE_LIMITED, &who, None).await;
+            state
+                .limiter
+                .refusals
+                .record(&state.pool, ip, &form.username, ua)
+                .await;
             return Err(ApiError::too_many(wait));
+        }
+        let delay = state.limiter.delay(&form.username);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         let user = if pgmon_shared::validate::is_valid_login(&form.username) {
             users::get(&state.pool, &form.username).await?
@@ -197,6 +206,7 @@ impl AuthApi {
                 Some(u) if u.disabled => "disabled",
                 Some(_) => "wrong password",
             };
+            state.limiter.failed(&form.username);
             record(&state, event::LOGIN_FAILED, &who, Some(reason)).await;
             // The original's text: its clients compare `detail` with it.
             return Err(ApiError::unauthorized("Invalid credentials"));
@@ -255,6 +265,8 @@ impl AuthApi {
                 Ok(respond(&state, issued))
             }
             tokens::Rotation::Reused { family } => {
+                // Revoked tokens of this family may be cached: drop them before answering.
+                state.cache.invalidate();
                 let details = format!("refresh token reused; family {family} revoked");
                 record(&state, event::REFRESH_REUSE, &who, Some(&details)).await;
                 Err(invalid())
@@ -300,6 +312,8 @@ impl AuthApi {
             login = login.or(Some(c.sub.clone()));
         }
         if let Some(l) = &login {
+            // The revoked tokens may be cached: drop them before the client's next request.
+            state.cache.invalidate();
             record_jti(
                 &state,
                 event::LOGOUT,

@@ -16,7 +16,8 @@ use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Tags)]
 enum Tag {
@@ -24,7 +25,7 @@ enum Tag {
     Health,
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, Object)]
 pub struct StoreHealth {
     pub reachable: bool,
     pub schema_version: Option<i64>,
@@ -33,7 +34,7 @@ pub struct StoreHealth {
 }
 
 /// One collector process, from its heartbeat row.
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, Object)]
 pub struct CollectorBeat {
     pub instance_id: uuid::Uuid,
     pub host: String,
@@ -45,7 +46,7 @@ pub struct CollectorBeat {
 }
 
 /// The newest run of one task by any collector.
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, Object)]
 pub struct TaskHealth {
     pub task: String,
     pub interval_secs: u64,
@@ -55,7 +56,7 @@ pub struct TaskHealth {
     pub overdue: bool,
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, Object)]
 pub struct CollectorsHealth {
     /// Collectors running, or stopped within the last day.
     pub instances: Vec<CollectorBeat>,
@@ -154,43 +155,24 @@ pub struct HealthApi;
 #[OpenApi(tag = "Tag::Health")]
 impl HealthApi {
     /// Health of the API and its store; 503 with `degraded` when the store is unreachable.
+    ///
+    /// The store's part is at most a second old: it is shared by every request (see [`HealthCache`]).
     #[oai(path = "/health", method = "get")]
     async fn health(&self, state: Data<&AppState>) -> HealthResponse {
-        let t = std::time::Instant::now();
-        let version = tokio::time::timeout(Duration::from_secs(2), store::schema_version(&state.pool)).await;
-        let (reachable, schema_version) = match version {
-            Ok(Ok(v)) => (true, Some(v)),
-            _ => (false, None),
-        };
-        let collectors = if reachable {
-            match tokio::time::timeout(Duration::from_secs(2), collectors::heartbeats(&state.pool)).await {
-                Ok(Ok(beats)) => Some(collectors_health(
-                    &state.settings().await,
-                    state.cfg.collector.maintenance_interval_secs,
-                    beats,
-                    Utc::now(),
-                )),
-                _ => None,
-            }
-        } else {
-            None
-        };
-        let overdue = collectors
+        let snap = state.health.get(&state).await;
+        let reachable = snap.store.reachable;
+        let overdue = snap
+            .collectors
             .as_ref()
             .is_some_and(|c| c.tasks.iter().any(|t| t.overdue));
         let body = Health {
             status: if reachable && !overdue { "ok" } else { "degraded" }.into(),
             timestamp: Utc::now(),
             pools_count: state.remote.infos().len() as i64,
-            collectors,
+            collectors: snap.collectors.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: state.started.elapsed().as_secs(),
-            store: StoreHealth {
-                reachable,
-                schema_version,
-                expected_schema_version: store::expected_schema_version(),
-                latency_ms: reachable.then(|| t.elapsed().as_secs_f64() * 1000.0),
-            },
+            store: snap.store.clone(),
         };
         if reachable {
             HealthResponse::Ok(Json(body))
@@ -249,6 +231,87 @@ impl HealthApi {
                 }
             },
         })
+    }
+}
+
+/// How long the store's part of `/health` is shared.
+const HEALTH_TTL: Duration = Duration::from_secs(1);
+
+/// What `/health` reads from the store.
+pub struct StoreSnapshot {
+    store: StoreHealth,
+    collectors: Option<CollectorsHealth>,
+}
+
+/// The store's part of `/health`, read at most once a second, by one request at a time.
+///
+/// `/health` needs no auth and is polled by load balancers: without this, every anonymous request
+/// was two store queries. While one request refreshes a stale snapshot, the others answer from the
+/// previous one rather than queue behind a slow store.
+#[derive(Default)]
+pub struct HealthCache {
+    snapshot: std::sync::Mutex<Option<(Instant, Arc<StoreSnapshot>)>>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl HealthCache {
+    fn current(&self, fresh_only: bool) -> Option<Arc<StoreSnapshot>> {
+        let g = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_ref()
+            .filter(|(at, _)| !fresh_only || at.elapsed() < HEALTH_TTL)
+            .map(|(_, s)| s.clone())
+    }
+
+    pub async fn get(&self, state: &AppState) -> Arc<StoreSnapshot> {
+        if let Some(s) = self.current(true) {
+            return s;
+        }
+        let _refreshing = match self.refresh.try_lock() {
+            Ok(g) => g,
+            Err(_) => match self.current(false) {
+                Some(s) => return s,
+                None => self.refresh.lock().await,
+            },
+        };
+        // Another request may have refreshed it while this one waited.
+        if let Some(s) = self.current(true) {
+            return s;
+        }
+        let s = Arc::new(read_store(state).await);
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), s.clone()));
+        s
+    }
+}
+
+async fn read_store(state: &AppState) -> StoreSnapshot {
+    let t = Instant::now();
+    let version = tokio::time::timeout(Duration::from_secs(2), store::schema_version(&state.pool)).await;
+    let (reachable, schema_version) = match version {
+        Ok(Ok(v)) => (true, Some(v)),
+        _ => (false, None),
+    };
+    let latency_ms = reachable.then(|| t.elapsed().as_secs_f64() * 1000.0);
+    let collectors = if reachable {
+        match tokio::time::timeout(Duration::from_secs(2), collectors::heartbeats(&state.pool)).await {
+            Ok(Ok(beats)) => Some(collectors_health(
+                &state.settings().await,
+                state.cfg.collector.maintenance_interval_secs,
+                beats,
+                Utc::now(),
+            )),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    StoreSnapshot {
+        store: StoreHealth {
+            reachable,
+            schema_version,
+            expected_schema_version: store::expected_schema_version(),
+            latency_ms,
+        },
+        collectors,
     }
 }
 

@@ -93,6 +93,43 @@ pub async fn record(
     Ok(())
 }
 
+/// [`record`] without a token id, returning the row's id: for a row that is updated as more of
+/// the same events come (refused logins, counted per client IP and minute).
+pub async fn record_returning_id(
+    db: impl sqlx::PgExecutor<'_>,
+    event: &str,
+    actor: &Actor,
+    details: Option<&str>,
+) -> Result<i64> {
+    let id = sqlx::query_scalar(
+        "INSERT INTO audit_sessions (event, login, client_ip, user_agent, details)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(event)
+    .bind(&actor.login)
+    .bind(&actor.client_ip)
+    .bind(
+        actor
+            .user_agent
+            .as_deref()
+            .map(|u| u.chars().take(512).collect::<String>()),
+    )
+    .bind(details.map(|d| d.chars().take(2000).collect::<String>()))
+    .fetch_one(db)
+    .await?;
+    Ok(id)
+}
+
+/// Replaces the details of a row written by [`record_returning_id`].
+pub async fn update_details(db: impl sqlx::PgExecutor<'_>, id: i64, details: &str) -> Result<()> {
+    sqlx::query("UPDATE audit_sessions SET details = $2 WHERE id = $1")
+        .bind(id)
+        .bind(details.chars().take(2000).collect::<String>())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 #[derive(Debug, Default)]
 pub struct Filter {
     /// Part of the login or of the client IP, case-insensitive (as the original's later versions).

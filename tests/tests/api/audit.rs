@@ -173,44 +173,110 @@ async fn records_sessions_and_user_changes_with_filters() {
     );
 }
 
-/// Behind a reverse proxy (loopback by default, as the original ran behind nginx), the client is the
-/// one the proxy names; any other peer's forwarded headers are ignored, for the audit and the login
-/// throttle alike.
-#[tokio::test]
-async fn the_client_ip_comes_from_trusted_proxies_only() {
-    for (trusted, expect_forwarded) in [("", true), ("trusted_proxies = [\"10.9.9.0/24\"]", false)] {
-        let (_env, api) = with_users(&format!("{MANY_LOGINS}\n{trusted}")).await;
-        let login = |headers: Vec<(&'static str, &'static str)>| {
-            let mut req = http::client()
-                .post(api.url("/token"))
-                .form(&[("username", "admin"), ("password", PW)]);
-            for (k, v) in headers {
-                req = req.header(k, v);
-            }
-            req.send()
-        };
-        login(vec![("x-real-ip", "203.0.113.7")]).await.expect("login");
-        login(vec![("x-forwarded-for", "198.51.100.4, 127.0.0.1")])
-            .await
-            .expect("login");
-        let admin = http::token(&api.base, "admin", PW).await;
-        let (_, page) = call(
-            "GET",
-            &api.url("/audit/sessions?event_type=login_success"),
-            Some(&admin),
-            None,
-        )
-        .await;
-        let ips: Vec<&str> = page["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .filter_map(|e| e["ip_address"].as_str())
-            .collect();
-        if expect_forwarded {
-            assert_eq!(ips, ["127.0.0.1", "198.51.100.4", "203.0.113.7"], "{page}");
-        } else {
-            assert_eq!(ips, ["127.0.0.1", "127.0.0.1", "127.0.0.1"], "{page}");
-        }
+/// The client IP of a login as the audit recorded it, newest first.
+async fn login_ips(api: &pgmon_tests::Proc) -> Vec<String> {
+    let admin = http::token(&api.base, "admin", PW).await;
+    let (_, page) = call(
+        "GET",
+        &api.url("/audit/sessions?event_type=login_success&limit=100"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .skip(1) // the login just made to read the audit
+        .filter_map(|e| e["ip_address"].as_str().map(str::to_string))
+        .collect()
+}
+
+async fn login_with(api: &pgmon_tests::Proc, headers: &[(&str, &str)], user: &str) -> StatusCode {
+    let mut req = http::client()
+        .post(api.url("/token"))
+        .form(&[("username", user), ("password", PW)]);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
+    req.send().await.expect("login").status()
+}
+
+/// By default no peer is a trusted proxy: a local client (an SSH tunnel, a sidecar) cannot choose
+/// its IP with `X-Real-IP` or `X-Forwarded-For`, for the audit or the login limits.
+#[tokio::test]
+async fn forwarded_headers_from_an_untrusted_peer_change_nothing() {
+    let (_env, api) = with_users("login_attempts_per_minute = 3\nlogin_attempts_per_minute_per_ip = 3").await;
+    let forged: [&[(&str, &str)]; 3] = [
+        &[("x-real-ip", "203.0.113.7")],
+        &[("x-forwarded-for", "198.51.100.4")],
+        &[
+            ("x-forwarded-for", "198.51.100.5, 127.0.0.1"),
+            ("x-real-ip", "203.0.113.8"),
+        ],
+    ];
+    // Three logins, each from a "new" address: the client IP's limit (3) still counts them all.
+    for (headers, user) in forged.iter().zip(["admin", "operator", "viewer"]) {
+        assert_eq!(login_with(&api, headers, user).await, StatusCode::OK);
+    }
+    assert_eq!(
+        login_with(
+            &api,
+            &[("x-real-ip", "203.0.113.9"), ("x-forwarded-for", "198.51.100.9")],
+            "admin"
+        )
+        .await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let (_env, api) = with_users(MANY_LOGINS).await;
+    for headers in forged {
+        assert_eq!(login_with(&api, headers, "admin").await, StatusCode::OK);
+    }
+    assert_eq!(login_ips(&api).await, ["127.0.0.1"; 3]);
+}
+
+/// Behind a trusted proxy, only `api.client_ip_header` names the client: for X-Forwarded-For the
+/// right-most address that is not itself a trusted proxy (what the client wrote to the left is
+/// ignored), and X-Real-IP is ignored unless it is the configured header.
+#[tokio::test]
+async fn the_client_ip_comes_from_the_configured_header_of_trusted_proxies() {
+    let (_env, api) = with_users(&format!("{MANY_LOGINS}\ntrusted_proxies = [\"127.0.0.0/8\"]")).await;
+    for headers in [
+        &[("x-real-ip", "203.0.113.7")][..],
+        &[("x-forwarded-for", "198.51.100.4, 127.0.0.1")],
+        &[
+            ("x-forwarded-for", "203.0.113.1, 198.51.100.6"),
+            ("x-real-ip", "203.0.113.8"),
+        ],
+        &[
+            ("x-forwarded-for", "203.0.113.2"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ],
+    ] {
+        assert_eq!(login_with(&api, headers, "admin").await, StatusCode::OK);
+    }
+    assert_eq!(
+        login_ips(&api).await,
+        ["198.51.100.7", "198.51.100.6", "198.51.100.4", "127.0.0.1"]
+    );
+
+    let (_env, api) = with_users(&format!(
+        "{MANY_LOGINS}\ntrusted_proxies = [\"127.0.0.0/8\"]\nclient_ip_header = \"X-Real-IP\""
+    ))
+    .await;
+    for headers in [
+        &[("x-real-ip", "203.0.113.7"), ("x-forwarded-for", "198.51.100.4")][..],
+        &[("x-forwarded-for", "198.51.100.5")],
+    ] {
+        assert_eq!(login_with(&api, headers, "admin").await, StatusCode::OK);
+    }
+    assert_eq!(login_ips(&api).await, ["127.0.0.1", "203.0.113.7"]);
+
+    // A peer that is not trusted is the client, whatever it sends.
+    let (_env, api) = with_users(&format!("{MANY_LOGINS}\ntrusted_proxies = [\"10.9.9.0/24\"]")).await;
+    assert_eq!(
+        login_with(&api, &[("x-forwarded-for", "198.51.100.4")], "admin").await,
+        StatusCode::OK
+    );
+    assert_eq!(login_ips(&api).await, ["127.0.0.1"]);
 }

@@ -250,47 +250,139 @@ async fn sigterm_exits_cleanly() {
     assert!(status.success(), "{status}");
 }
 
-#[tokio::test]
-async fn failed_logins_are_throttled_per_login_and_per_ip() {
-    let (env, api) = with_users("login_attempts_per_minute = 3").await;
-    for _ in 0..3 {
-        assert_eq!(
-            http::login(&api.base, "admin", "wrong-password").await.0,
-            StatusCode::UNAUTHORIZED
-        );
-    }
-    // The fourth attempt is refused before the password is looked at, even the right one.
+/// A login through a trusted proxy (loopback here) that names the client `ip`: distinct client IPs
+/// from one test. Returns the status, `Retry-After` and how long the answer took.
+async fn login_from(
+    api: &pgmon_tests::Proc,
+    ip: &str,
+    user: &str,
+    password: &str,
+) -> (StatusCode, Option<u64>, Duration) {
+    let started = std::time::Instant::now();
     let resp = http::client()
         .post(api.url("/token"))
-        .form(&[("username", "admin"), ("password", PW)])
+        .header("x-forwarded-for", ip)
+        .form(&[("username", user), ("password", password)])
         .send()
         .await
         .expect("token");
-    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = resp
+    let status = resp.status();
+    let retry = resp
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .expect("Retry-After in seconds");
+        .and_then(|v| v.parse().ok());
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let body: Value = resp.json().await.expect("json");
+        assert!(body["detail"].is_string(), "{body}");
+    }
+    (status, retry, started.elapsed())
+}
+
+/// OWASP's pattern, each limiter alone: per (login, IP) pair, per IP across logins, and per login
+/// only a slow-down, so an attacker spending failures on `admin` cannot lock the admin out. Refused
+/// attempts are audited in aggregate: one row per client IP and minute.
+#[tokio::test]
+async fn failed_logins_are_throttled_per_login_and_per_ip() {
+    let (env, api) = with_users(
+        "login_attempts_per_minute = 3\nlogin_attempts_per_minute_per_ip = 6\ntrusted_proxies = [\"127.0.0.0/8\"]",
+    )
+    .await;
+    let unauthorized = StatusCode::UNAUTHORIZED;
+
+    // The pair: three failures of admin from A, then even the right password from A is refused...
+    for _ in 0..3 {
+        assert_eq!(
+            login_from(&api, "192.0.2.1", "admin", "wrong-password").await.0,
+            unauthorized
+        );
+    }
+    let (status, retry, _) = login_from(&api, "192.0.2.1", "admin", PW).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let retry = retry.expect("Retry-After in seconds");
     assert!((1..=61).contains(&retry), "{retry}");
-    let body: Value = resp.json().await.expect("json");
-    assert!(body["detail"].is_string());
-    // The same client IP is throttled for other logins too.
+    // ...but not another login from A (not the IP's limit), nor admin from B (not the login's).
     assert_eq!(
-        http::login(&api.base, "viewer", PW).await.0,
+        login_from(&api, "192.0.2.1", "viewer", PW).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(login_from(&api, "192.0.2.2", "admin", PW).await.0, StatusCode::OK);
+
+    // The IP: six attempts from C, each at another login (no pair is near its limit)...
+    for i in 0..6 {
+        let user = format!("nobody{i}");
+        assert_eq!(
+            login_from(&api, "192.0.2.3", &user, "guess").await.0,
+            unauthorized
+        );
+    }
+    // ...and C is refused for any login, the right password too; D is not.
+    assert_eq!(
+        login_from(&api, "192.0.2.3", "operator", PW).await.0,
         StatusCode::TOO_MANY_REQUESTS
     );
+    assert_eq!(
+        login_from(&api, "192.0.2.4", "operator", PW).await.0,
+        StatusCode::OK
+    );
+
+    // More refusals from C: still one audit row for C (two if a minute boundary fell in between),
+    // counting all of them (checked below).
+    for i in 0..20 {
+        let user = format!("spray{i}");
+        assert_eq!(
+            login_from(&api, "192.0.2.3", &user, "guess").await.0,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+
+    // The login: failures of admin from eight IPs, each within its own limits, slow admin down...
+    let spray = (10..18).map(|i| {
+        let ip = format!("198.51.100.{i}");
+        let api = &api;
+        async move { login_from(api, &ip, "admin", "wrong-password").await.0 }
+    });
+    for status in futures::future::join_all(spray).await {
+        assert_eq!(status, unauthorized);
+    }
+    // ...yet the admin, from an IP with no failures, gets in: delayed, never refused.
+    let (status, _, took) = login_from(&api, "203.0.113.5", "admin", PW).await;
+    assert_eq!(status, StatusCode::OK, "admin locked out");
+    assert!(took >= Duration::from_millis(1000), "no slow-down: {took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
 
     let pool = env.db.pool().await;
-    let (failures, limited): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE event = 'login_failed'), count(*) FILTER (WHERE event = 'login_rate_limited')
-         FROM audit_sessions",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("audit");
-    assert_eq!((failures, limited), (3, 2));
+    pgmon_tests::wait_for("the refusals of C counted in the audit", Duration::from_secs(20), || async {
+        let rows: Vec<(Option<String>,)> = sqlx::query_as(
+            "SELECT details FROM audit_sessions WHERE event = 'login_rate_limited' AND client_ip = '192.0.2.3'",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("audit");
+        let counted: u64 = rows
+            .iter()
+            .filter_map(|(d,)| d.as_deref()?.split(' ').next()?.parse::<u64>().ok())
+            .sum();
+        rows.len() <= 2 && counted == 21
+    })
+    .await;
+    let (failures, limited_ips): (i64, Vec<Option<String>>) = (
+        sqlx::query_scalar("SELECT count(*) FROM audit_sessions WHERE event = 'login_failed'")
+            .fetch_one(&pool)
+            .await
+            .expect("audit"),
+        sqlx::query_scalar(
+            "SELECT DISTINCT client_ip FROM audit_sessions WHERE event = 'login_rate_limited' ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("audit"),
+    );
+    assert_eq!(failures, 3 + 6 + 8);
+    assert_eq!(
+        limited_ips,
+        [Some("192.0.2.1".to_string()), Some("192.0.2.3".to_string())]
+    );
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 use super::{MANY_LOGINS, tokens, with_users};
 use pgmon_tests::http::{self, call};
+use pgmon_tests::wait_for;
 use reqwest::StatusCode;
 use std::time::Duration;
 
@@ -33,6 +34,15 @@ async fn health_degrades_when_the_store_goes_and_recovers_when_it_returns() {
         .execute(&admin)
         .await
         .expect("terminate");
+    // The store's part of the answer is at most a second old.
+    wait_for(
+        "health to see the store gone",
+        Duration::from_secs(10),
+        || async {
+            call("GET", &api.url("/api/health"), None, None).await.0 == StatusCode::SERVICE_UNAVAILABLE
+        },
+    )
+    .await;
     let (status, body) = call("GET", &api.url("/api/health"), None, None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["status"], "degraded");
@@ -48,15 +58,12 @@ async fn health_degrades_when_the_store_goes_and_recovers_when_it_returns() {
     .execute(&admin)
     .await
     .expect("alter");
-    let mut recovered = false;
-    for _ in 0..50 {
-        if call("GET", &api.url("/api/health"), None, None).await.0 == StatusCode::OK {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(recovered, "the API recovers by itself");
+    wait_for(
+        "the API to recover by itself",
+        Duration::from_secs(10),
+        || async { call("GET", &api.url("/api/health"), None, None).await.0 == StatusCode::OK },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! End-to-end tests of pgmon-api's core: auth, users, audit, health, docs, CLI and config.
 //! One test binary (modules below) keeps link times down.
 
+mod anonymous;
 mod audit;
 mod auth;
 mod cli;
