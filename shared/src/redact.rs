@@ -310,7 +310,11 @@ fn redact_literal(word: &str, t: &Token) -> Option<String> {
     if t.kind == Kind::Dollar {
         let tag_len = dollar_tag_end(word.as_bytes(), 0)?;
         let tag = &word[..tag_len];
-        let body_end = if t.closed { word.len() - tag_len } else { word.len() };
+        let body_end = if t.closed {
+            word.len() - tag_len
+        } else {
+            word.len()
+        };
         let body = &word[tag_len..body_end.max(tag_len)];
         let r = redact_conninfo(body)?;
         return Some(format!("{tag}{r}{}", if t.closed { tag } else { "" }));
@@ -331,7 +335,11 @@ fn redact_literal(word: &str, t: &Token) -> Option<String> {
     };
     let r = redact_conninfo(&value)?;
     // Written back as a standard string: backslashes in the value stay literal there.
-    Some(format!("'{}{}", r.replace('\'', "''"), if t.closed { "'" } else { "" }))
+    Some(format!(
+        "'{}{}",
+        r.replace('\'', "''"),
+        if t.closed { "'" } else { "" }
+    ))
 }
 
 /// The value of an `E'...'` body (enough of it to find secrets: `\'`, `''`, `\\`, `\n`, ...).
@@ -616,16 +624,34 @@ mod tests {
     #[test]
     fn password_literals_are_redacted() {
         let cases = [
-            ("ALTER ROLE bob PASSWORD 'hunter2secret'", "ALTER ROLE bob PASSWORD '***'"),
+            (
+                "ALTER ROLE bob PASSWORD 'hunter2secret'",
+                "ALTER ROLE bob PASSWORD '***'",
+            ),
             (
                 "alter user bob with encrypted password 'hunter2secret' valid until 'infinity'",
                 "alter user bob with encrypted password '***' valid until 'infinity'",
             ),
-            ("CREATE ROLE x LOGIN PASSWORD E'hunter2\\'secret'", "CREATE ROLE x LOGIN PASSWORD '***'"),
-            ("CREATE ROLE x PASSWORD 'a''hunter2secret'", "CREATE ROLE x PASSWORD '***'"),
-            ("CREATE ROLE x PASSWORD $$hunter2secret$$", "CREATE ROLE x PASSWORD '***'"),
-            ("CREATE ROLE x PASSWORD $pw$hunter2$$secret$pw$ LOGIN", "CREATE ROLE x PASSWORD '***' LOGIN"),
-            ("ALTER ROLE x PASSWORD /* c */ --x\n 'hunter2secret'", "ALTER ROLE x PASSWORD /* c */ --x\n '***'"),
+            (
+                "CREATE ROLE x LOGIN PASSWORD E'hunter2\\'secret'",
+                "CREATE ROLE x LOGIN PASSWORD '***'",
+            ),
+            (
+                "CREATE ROLE x PASSWORD 'a''hunter2secret'",
+                "CREATE ROLE x PASSWORD '***'",
+            ),
+            (
+                "CREATE ROLE x PASSWORD $$hunter2secret$$",
+                "CREATE ROLE x PASSWORD '***'",
+            ),
+            (
+                "CREATE ROLE x PASSWORD $pw$hunter2$$secret$pw$ LOGIN",
+                "CREATE ROLE x PASSWORD '***' LOGIN",
+            ),
+            (
+                "ALTER ROLE x PASSWORD /* c */ --x\n 'hunter2secret'",
+                "ALTER ROLE x PASSWORD /* c */ --x\n '***'",
+            ),
             (
                 "CREATE USER MAPPING FOR bob SERVER s OPTIONS (user 'bob', password 'hunter2secret')",
                 "CREATE USER MAPPING FOR bob SERVER s OPTIONS (user 'bob', password '***')",
@@ -636,10 +662,19 @@ mod tests {
             ),
             ("SET my.password = 'hunter2secret'", "SET my.password = '***'"),
             ("set my.password to 'hunter2secret'", "set my.password to '***'"),
-            ("ALTER ROLE \"ünïcødé\" PASSWORD 'hunter2secret€'", "ALTER ROLE \"ünïcødé\" PASSWORD '***'"),
-            ("ALTER ROLE x PASSWORD 'hunter2secr", "ALTER ROLE x PASSWORD '***'"),
+            (
+                "ALTER ROLE \"ünïcødé\" PASSWORD 'hunter2secret€'",
+                "ALTER ROLE \"ünïcødé\" PASSWORD '***'",
+            ),
+            (
+                "ALTER ROLE x PASSWORD 'hunter2secr",
+                "ALTER ROLE x PASSWORD '***'",
+            ),
             ("ALTER ROLE x PASSWORD NULL", "ALTER ROLE x PASSWORD NULL"),
-            ("ALTER ROLE x PASSWORD U&'hunter2secret'", "ALTER ROLE x PASSWORD '***'"),
+            (
+                "ALTER ROLE x PASSWORD U&'hunter2secret'",
+                "ALTER ROLE x PASSWORD '***'",
+            ),
         ];
         for (sql, want) in cases {
             assert_eq!(redact_sql(sql), want, "{sql}");
@@ -674,7 +709,10 @@ mod tests {
                 "SELECT 1 /* password=****/, 2 -- PASSWORD=***\n",
             ),
             ("SELECT 'sslpassword=hunter2secret'", "SELECT 'sslpassword=***'"),
-            ("SELECT 'host=x password=hunter2sec", "SELECT 'host=x password=***"),
+            (
+                "SELECT 'host=x password=hunter2sec",
+                "SELECT 'host=x password=***",
+            ),
         ];
         for (sql, want) in cases {
             assert_eq!(redact_sql(sql), want, "{sql}");
@@ -717,9 +755,48 @@ mod tests {
     }
 
     const PIECES: &[&str] = &[
-        "'", "''", "\"", "$", "$$", "$a$", "$1", "E'", "e'", "\\", "\\'", "/*", "*/", "--", "\n", " ",
-        "PASSWORD", "password", "=", "to", "SELECT", "x", "1", "1.5e3", ".5", "0x1F", "é", "日本", "🦀",
-        "\u{0}", "\u{1b}[31m", "U&'", "B'", "(", ")", ",", "://", "@", ":", "?", "&", ";",
+        "'",
+        "''",
+        "\"",
+        "$",
+        "$$",
+        "$a$",
+        "$1",
+        "E'",
+        "e'",
+        "\\",
+        "\\'",
+        "/*",
+        "*/",
+        "--",
+        "\n",
+        " ",
+        "PASSWORD",
+        "password",
+        "=",
+        "to",
+        "SELECT",
+        "x",
+        "1",
+        "1.5e3",
+        ".5",
+        "0x1F",
+        "é",
+        "日本",
+        "🦀",
+        "\u{0}",
+        "\u{1b}[31m",
+        "U&'",
+        "B'",
+        "(",
+        ")",
+        ",",
+        "://",
+        "@",
+        ":",
+        "?",
+        "&",
+        ";",
     ];
 
     #[test]
@@ -756,7 +833,13 @@ mod tests {
             "SELECT dblink_connect('postgres://u:{S}@h/d')",
             "SELECT dblink_connect('postgres://u@h/d?password={S}')",
         ];
-        let prefixes = ["", "/* x */ ", "SELECT 'a''b', \"q\"\"\"; ", "-- hi\n", "WITH x AS (SELECT $1) "];
+        let prefixes = [
+            "",
+            "/* x */ ",
+            "SELECT 'a''b', \"q\"\"\"; ",
+            "-- hi\n",
+            "WITH x AS (SELECT $1) ",
+        ];
         for _ in 0..2_000 {
             let shape = rng.pick(&shapes);
             let sp = rng.pick(&[" ", "  ", "\n\t", " /* c */ "]);
@@ -799,7 +882,10 @@ mod tests {
             ),
             ("ALTER ROLE x PASSWORD 'hunter2'", "ALTER ROLE x PASSWORD $1"),
             ("SELECT interval '1 day', 'unterminated", "SELECT interval $1, $2"),
-            ("SELECT arr[1:2], x::numeric(10,2) FROM t", "SELECT arr[$1:$2], x::numeric($3,$4) FROM t"),
+            (
+                "SELECT arr[1:2], x::numeric(10,2) FROM t",
+                "SELECT arr[$1:$2], x::numeric($3,$4) FROM t",
+            ),
             ("SELECT $10, 1_000", "SELECT $10, $11"),
             ("SELECT 'ü€🦀' || naïve", "SELECT $1 || naïve"),
             ("SELECT foo$bar, a$1", "SELECT foo$bar, a$1"),
@@ -833,14 +919,26 @@ mod tests {
         let cases = [
             ("postgres://u:secret@h:5432/db", "postgres://u:***@h:5432/db"),
             ("postgres://h/db", "postgres://h/db"),
-            ("postgres://u@h/db?password=secret", "postgres://u@h/db?password=***"),
+            (
+                "postgres://u@h/db?password=secret",
+                "postgres://u@h/db?password=***",
+            ),
             (
                 "postgresql://u@h/db?sslmode=require&password=secret&application_name=x",
                 "postgresql://u@h/db?sslmode=require&password=***&application_name=x",
             ),
-            ("postgres://u:p%40ss@h/db?PASSWORD=secret", "postgres://u:***@h/db?PASSWORD=***"),
-            ("host=h user=u password=secret dbname=d", "host=h user=u password=*** dbname=d"),
-            ("host=h password='se cr\\'et' dbname=d", "host=h password=*** dbname=d"),
+            (
+                "postgres://u:p%40ss@h/db?PASSWORD=secret",
+                "postgres://u:***@h/db?PASSWORD=***",
+            ),
+            (
+                "host=h user=u password=secret dbname=d",
+                "host=h user=u password=*** dbname=d",
+            ),
+            (
+                "host=h password='se cr\\'et' dbname=d",
+                "host=h password=*** dbname=d",
+            ),
             ("host=h password = secret", "host=h password = ***"),
             ("password=", "password="),
             ("host=h dbname=d", "host=h dbname=d"),
@@ -853,13 +951,22 @@ mod tests {
 
     #[test]
     fn peer_text_is_printable_and_bounded() {
-        assert_eq!(peer_text("df: \u{1b}[31mred\u{1b}[0m\r\nline\ttwo", 100), "df: red line two");
+        assert_eq!(
+            peer_text("df: \u{1b}[31mred\u{1b}[0m\r\nline\ttwo", 100),
+            "df: red line two"
+        );
         assert_eq!(
             peer_text("a\u{1b}]0;evil title\u{7}b\u{1b}]8;;http://x\u{1b}\\c", 100),
             "abc"
         );
-        assert_eq!(peer_text("x\u{0}\u{8}\u{7f}\u{9b}2Jy\u{202e}gnp.exe\u{200b}", 100), "xygnp.exe");
-        assert_eq!(peer_text("fake\n2026-01-01 ERROR forged", 100), "fake 2026-01-01 ERROR forged");
+        assert_eq!(
+            peer_text("x\u{0}\u{8}\u{7f}\u{9b}2Jy\u{202e}gnp.exe\u{200b}", 100),
+            "xygnp.exe"
+        );
+        assert_eq!(
+            peer_text("fake\n2026-01-01 ERROR forged", 100),
+            "fake 2026-01-01 ERROR forged"
+        );
         assert_eq!(peer_text("ünïcødé 日本 🦀", 100), "ünïcødé 日本 🦀");
         assert_eq!(peer_text(&"é".repeat(500), 300).chars().count(), 301);
         assert_eq!(peer_text("abc", 3), "abc");

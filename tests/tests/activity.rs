@@ -437,14 +437,19 @@ async fn query_texts_hide_passwords_and_viewers_get_them_normalized() {
         let live = get_as(&roles, token, "/api/server_stats/db1").await;
         for v in [&all, &full, &locks, &live] {
             let text = v.to_string();
-            assert!(!text.contains(SECRET) && !text.contains(CONNINFO_SECRET), "{text}");
+            assert!(
+                !text.contains(SECRET) && !text.contains(CONNINFO_SECRET),
+                "{text}"
+            );
         }
-        assert!(locks["nodes"].as_array().is_some_and(|n| n
-            .iter()
-            .any(|n| n["pid"] == ps && n["query"].as_str().is_some_and(|q| q.contains("PASSWORD '***'")))));
-        assert!(live["queries"].as_array().is_some_and(|q| q
-            .iter()
-            .any(|q| q["pid"] == pz && q["query"].as_str().is_some_and(|t| t.contains("password=***")))));
+        assert!(locks["nodes"].as_array().is_some_and(|n| {
+            n.iter()
+                .any(|n| n["pid"] == ps && n["query"].as_str().is_some_and(|q| q.contains("PASSWORD '***'")))
+        }));
+        assert!(live["queries"].as_array().is_some_and(|q| {
+            q.iter()
+                .any(|q| q["pid"] == pz && q["query"].as_str().is_some_and(|t| t.contains("password=***")))
+        }));
     }
 
     // Viewers: constants replaced, in every answer that carries query texts.
@@ -457,9 +462,10 @@ async fn query_texts_hide_passwords_and_viewers_get_them_normalized() {
     assert_eq!(by_pid(&all, pz)["query"], "SELECT pg_sleep($1), $2 AS conninfo");
     let locks = get(&roles, "/api/servers/db1/locks").await;
     let live = get(&roles, "/api/server_stats/db1").await;
-    assert!(live["queries"].as_array().is_some_and(|q| q
-        .iter()
-        .any(|q| q["pid"] == pz && q["query"] == "SELECT pg_sleep($1), $2 AS conninfo")));
+    assert!(live["queries"].as_array().is_some_and(|q| {
+        q.iter()
+            .any(|q| q["pid"] == pz && q["query"] == "SELECT pg_sleep($1), $2 AS conninfo")
+    }));
     for v in [&all, &locks, &live] {
         let text = v.to_string();
         assert!(
@@ -471,8 +477,15 @@ async fn query_texts_hide_passwords_and_viewers_get_them_normalized() {
     // Cancelling the password change: neither its answer nor its audit row holds the password.
     let start = by_pid(&all, ps)["backend_start"].clone();
     let (st, r) = signal(&roles, &roles.operator, "db1", ps, "cancel", &start).await;
-    assert_eq!((st, r["outcome"].as_str()), (StatusCode::OK, Some("signalled")), "{r}");
-    assert_eq!(r["query"], "ALTER ROLE rotated PASSWORD '***' VALID UNTIL '2099-01-01'");
+    assert_eq!(
+        (st, r["outcome"].as_str()),
+        (StatusCode::OK, Some("signalled")),
+        "{r}"
+    );
+    assert_eq!(
+        r["query"],
+        "ALTER ROLE rotated PASSWORD '***' VALID UNTIL '2099-01-01'"
+    );
     tokio::time::timeout(Duration::from_secs(10), set_password)
         .await
         .expect("the password change ends")
@@ -486,7 +499,13 @@ async fn query_texts_hide_passwords_and_viewers_get_them_normalized() {
     .await;
     let row = audit["items"]
         .as_array()
-        .and_then(|i| i.iter().find(|e| e["details"].as_str().is_some_and(|d| d.contains(&format!("pid {ps}")))))
+        .and_then(|i| {
+            i.iter().find(|e| {
+                e["details"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(&format!("pid {ps}")))
+            })
+        })
         .cloned()
         .unwrap_or(Value::Null);
     assert!(
@@ -508,9 +527,11 @@ async fn query_texts_hide_passwords_and_viewers_get_them_normalized() {
     assert_eq!(s["state"], "active", "{viewed}");
     assert!(s["query"].is_null() && s["query_chars"].is_null(), "{s}");
     let live = get(&quiet, "/api/server_stats/db1").await;
-    assert!(live["queries"].as_array().is_some_and(|q| q
-        .iter()
-        .any(|q| q["pid"] == pz && q["query"].is_null())));
+    assert!(
+        live["queries"]
+            .as_array()
+            .is_some_and(|q| q.iter().any(|q| q["pid"] == pz && q["query"].is_null()))
+    );
     let admin = get_as(&quiet, &quiet.admin, "/api/servers/db1/activity").await;
     assert_eq!(
         by_pid(&admin, pz)["query"],

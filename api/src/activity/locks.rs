@@ -88,7 +88,11 @@ fn sql(v: Version) -> String {
 }
 
 /// The tree: root blockers (those blocking the most first), each followed by its waiters.
-pub async fn tree(r: &Remote, query_chars: usize, texts: QueryTextView) -> Result<Vec<LockNode>, RemoteError> {
+pub async fn tree(
+    r: &Remote,
+    query_chars: usize,
+    texts: QueryTextView,
+) -> Result<Vec<LockNode>, RemoteError> {
     let chars = i32::try_from(query_chars).unwrap_or(i32::MAX);
     let rows = query(r, &sql(r.version), &[&chars]).await?;
     let mut nodes: BTreeMap<i32, LockNode> = BTreeMap::new();

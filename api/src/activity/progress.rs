@@ -68,7 +68,11 @@ pub fn sql(v: Version) -> String {
     )
 }
 
-pub async fn list(r: &Remote, query_chars: usize, texts: QueryTextView) -> Result<Vec<Progress>, RemoteError> {
+pub async fn list(
+    r: &Remote,
+    query_chars: usize,
+    texts: QueryTextView,
+) -> Result<Vec<Progress>, RemoteError> {
     let chars = i32::try_from(query_chars).unwrap_or(i32::MAX);
     let mut out = Vec::new();
     for row in &query(r, &sql(r.version), &[&chars]).await? {
