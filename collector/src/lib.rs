@@ -7,6 +7,7 @@
 //! [`scheduler`] runs it all as a service.
 
 pub mod families;
+pub mod liveness;
 pub mod scheduler;
 pub mod servers;
 pub mod tasks;
@@ -111,10 +112,13 @@ pub struct Ctx {
     pub journal: Journal,
     /// The effective runtime settings; task loops watch it to reschedule.
     pub settings: tokio::sync::watch::Sender<Settings>,
+    /// A `once` run: it collects every server (no affinity) and takes the slot's claims even from
+    /// live collectors.
+    pub once: bool,
 }
 
 impl Ctx {
-    fn new(cfg: Config) -> anyhow::Result<Self> {
+    fn new(cfg: Config, once: bool) -> anyhow::Result<Self> {
         let pool = store::connect_lazy(&cfg.store, APP_NAME)?;
         // Server passwords are Fernet tokens: the collector needs the same key file as the API.
         let crypto = secrets::load_crypto(&cfg)?;
@@ -134,6 +138,7 @@ impl Ctx {
             counters: Counters::default(),
             journal: Journal::new(PROCESS, Some(instance)),
             settings,
+            once,
         })
     }
 
@@ -213,9 +218,9 @@ pub async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run => scheduler::run(Arc::new(Ctx::new(cfg)?)).await,
+        Command::Run => scheduler::run(Arc::new(Ctx::new(cfg, false)?)).await,
         Command::Once { task, skip_rollups } => {
-            scheduler::once(Arc::new(Ctx::new(cfg)?), &task.tasks(), !skip_rollups).await
+            scheduler::once(Arc::new(Ctx::new(cfg, true)?), &task.tasks(), !skip_rollups).await
         }
     }
 }

@@ -94,6 +94,7 @@ pub async fn once(ctx: Arc<Ctx>, tasks: &[Task], rollups: bool) -> anyhow::Resul
         let (ctx, stop) = (ctx.clone(), stop.clone());
         tokio::spawn(async move { ctx.journal.run(ctx.pool.clone(), stop).await })
     };
+    crate::liveness::start(ctx.clone(), stop.clone()).await;
     register(&ctx).await;
     crate::load_settings(&ctx).await;
     if tasks.iter().any(|t| *t != Task::Maintenance) {
@@ -175,6 +176,8 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     if let Err(e) = store::migrate(&ctx.pool).await {
         tracing::warn!(error = %e, "cannot apply migrations now (store unreachable?); continuing");
     }
+    let alive = CancellationToken::new();
+    crate::liveness::start(ctx.clone(), alive.clone()).await;
     let mut registered = register(&ctx).await;
     reload(&ctx).await;
     crate::load_settings(&ctx).await;
@@ -281,6 +284,12 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let deadline = Instant::now() + SHUTDOWN_BUDGET;
     stop.cancel();
     let _ = tokio::time::timeout(SHUTDOWN_BUDGET / 2, loops.wait()).await;
+    // The next collector of each server continues its statement deltas from these.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        tasks::hand_over(&ctx, ctx.statements.hand_over_all()),
+    )
+    .await;
     let left = deadline.saturating_duration_since(Instant::now());
     let flushed = ctx
         .writer
@@ -313,6 +322,7 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         collectors::mark_stopped(&ctx.pool, ctx.instance),
     )
     .await;
+    alive.cancel();
     Ok(())
 }
 

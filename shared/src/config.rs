@@ -172,6 +172,10 @@ pub struct CollectorConfig {
     pub maintenance_interval_secs: u64,
     /// Statement timeout of `pg_database_size` on monitored servers.
     pub size_statement_timeout_secs: u64,
+    /// Deadline of one server's part of one task run (all its families together), after which that
+    /// server's run is abandoned as failed so that a server which stops answering mid-run cannot
+    /// hold the run (and the next slot of every other server). 0: min(interval / 2, 120 s).
+    pub server_deadline_secs: u64,
 }
 
 impl Default for CollectorConfig {
@@ -188,6 +192,7 @@ impl Default for CollectorConfig {
             buffer_max_rows: 1_000_000,
             maintenance_interval_secs: 3600,
             size_statement_timeout_secs: 60,
+            server_deadline_secs: 0,
         }
     }
 }
@@ -460,6 +465,12 @@ impl Config {
         }
         if self.collector.concurrency == 0 {
             return bad("collector.concurrency", "must be at least 1");
+        }
+        if self.collector.server_deadline_secs > 86_400 {
+            return bad(
+                "collector.server_deadline_secs",
+                "must be at most 86400 (0: derived from the task's interval)",
+            );
         }
         for (key, p) in [
             ("pools.default", self.pools.default),
