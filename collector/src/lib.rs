@@ -7,6 +7,7 @@
 //! [`scheduler`] runs it all as a service.
 
 pub mod families;
+pub mod liveness;
 pub mod scheduler;
 pub mod servers;
 pub mod spool;
@@ -112,10 +113,13 @@ pub struct Ctx {
     pub journal: Journal,
     /// The effective runtime settings; task loops watch it to reschedule.
     pub settings: tokio::sync::watch::Sender<Settings>,
+    /// A `once` run: it collects every server (no affinity) and takes the slot's claims even from
+    /// live collectors.
+    pub once: bool,
 }
 
 impl Ctx {
-    fn new(cfg: Config) -> anyhow::Result<Self> {
+    fn new(cfg: Config, once: bool) -> anyhow::Result<Self> {
         let pool = store::connect_lazy(&cfg.store, APP_NAME)?;
         // Server passwords are Fernet tokens: the collector needs the same key file as the API.
         let crypto = secrets::load_crypto(&cfg)?;
@@ -143,6 +147,7 @@ impl Ctx {
             counters: Counters::default(),
             journal,
             settings,
+            once,
         })
     }
 
@@ -261,9 +266,9 @@ pub async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run => scheduler::run(Arc::new(Ctx::new(cfg)?)).await,
+        Command::Run => scheduler::run(Arc::new(Ctx::new(cfg, false)?)).await,
         Command::Once { task, skip_rollups } => {
-            scheduler::once(Arc::new(Ctx::new(cfg)?), &task.tasks(), !skip_rollups).await
+            scheduler::once(Arc::new(Ctx::new(cfg, true)?), &task.tasks(), !skip_rollups).await
         }
     }
 }

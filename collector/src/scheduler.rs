@@ -105,6 +105,7 @@ pub async fn once(ctx: Arc<Ctx>, tasks: &[Task], rollups: bool) -> anyhow::Resul
         let (ctx, stop) = (ctx.clone(), stop.clone());
         tokio::spawn(async move { ctx.writer.run_spiller(&ctx.journal, stop).await })
     };
+    crate::liveness::start(ctx.clone(), stop.clone()).await;
     register(&ctx).await;
     crate::load_settings(&ctx).await;
     if tasks.iter().any(|t| *t != Task::Maintenance) {
@@ -191,6 +192,7 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     ctx.open_spool();
+    let alive = CancellationToken::new();
     // The store may hang at start too: signals are served meanwhile, each call has a deadline.
     let startup = async {
         // Migrations may rightly take a while (the API applies them too); still bounded.
@@ -198,6 +200,7 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         if let Err(e) = store::deadline(limit, store::migrate(&ctx.pool)).await {
             tracing::warn!(error = %e, "cannot apply migrations now (store unreachable?); continuing");
         }
+        crate::liveness::start(ctx.clone(), alive.clone()).await;
         let registered = register(&ctx).await;
         reload(&ctx).await;
         crate::load_settings(&ctx).await;
@@ -273,6 +276,12 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
     chores.abort();
     stop.cancel();
     let _ = tokio::time::timeout(SHUTDOWN_BUDGET / 2, loops.wait()).await;
+    // The next collector of each server continues its statement deltas from these.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        tasks::hand_over(&ctx, ctx.statements.hand_over_all()),
+    )
+    .await;
     let left = deadline.saturating_duration_since(Instant::now());
     let flushed = ctx
         .writer
@@ -309,6 +318,7 @@ pub async fn run(ctx: Arc<Ctx>) -> anyhow::Result<()> {
         collectors::mark_stopped(&ctx.pool, ctx.instance),
     )
     .await;
+    alive.cancel();
     Ok(())
 }
 

@@ -1,5 +1,7 @@
-//! One run of one task for one slot: claim the servers, collect them concurrently (bounded by
-//! `collector.concurrency`), queue their snapshots for the writer.
+//! One run of one task for one slot: keep the servers this instance owns (rendezvous hashing over
+//! the live collectors, so that a server's slots stay with one collector), claim them, collect them
+//! concurrently (bounded by `collector.concurrency`), each under one deadline for its whole part of
+//! the run, and queue their snapshots for the writer.
 //!
 //! A slot is the scheduled time a snapshot belongs to: now truncated to the task's interval. The
 //! snapshot's key contains it, so collecting a slot twice writes nothing twice.
@@ -97,6 +99,15 @@ impl Task {
             Task::DbInfo => "database list",
             Task::Activity => "activity",
             Task::Maintenance => "maintenance",
+        }
+    }
+
+    /// How long one server's part of a run may take, all families together: the configured
+    /// deadline, else half the interval (a server never holds the next slot) capped at 120 s.
+    pub fn server_deadline(self, ctx: &Ctx) -> Duration {
+        match ctx.cfg.collector.server_deadline_secs {
+            0 => (self.interval(ctx) / 2).clamp(Duration::from_secs(1), Duration::from_secs(120)),
+            secs => Duration::from_secs(secs),
         }
     }
 
@@ -265,17 +276,25 @@ pub async fn run(
         .filter(|s| only.is_none_or(|o| o.contains(&s.id())))
         .cloned()
         .collect();
-    let ids: Vec<i64> = wanted.iter().map(|s| s.id()).collect();
+    let ids = owned(ctx, task, &wanted).await;
     // Without the store there is nobody to share with: collect everything; the keyed, idempotent
     // writes keep a slot collected by two instances single.
-    let claim = collectors::claim_counted(&ctx.pool, ctx.instance, task.as_str(), slot, &ids, STALE_AFTER);
+    let claim = collectors::claim_with(
+        &ctx.pool,
+        ctx.instance,
+        task.as_str(),
+        slot,
+        &ids,
+        STALE_AFTER,
+        ctx.once,
+    );
     let claimed: HashSet<i64> = match ctx.store(claim).await {
         Ok((c, taken)) => {
             if taken > 0 {
                 tracing::info!(
                     task = task.as_str(),
                     servers = taken,
-                    "took over servers of a silent collector"
+                    "took over servers of a collector that stopped or died"
                 );
                 ctx.counters
                     .claim_takeovers
@@ -288,19 +307,31 @@ pub async fn run(
             ids.iter().copied().collect()
         }
     };
+    if task == Task::Stats {
+        let scope: HashSet<i64> = wanted.iter().map(|s| s.id()).collect();
+        hand_over(ctx, ctx.statements.hand_over(&scope, &claimed)).await;
+    }
+    let wanted_n = wanted.len();
     let mine: Vec<Arc<Server>> = wanted.into_iter().filter(|s| claimed.contains(&s.id())).collect();
-    summary.skipped = ids.len() - mine.len();
+    summary.skipped = wanted_n - mine.len();
     summary.servers = mine.len();
     let up = AtomicUsize::new(0);
     let rows = AtomicUsize::new(0);
     let failures = std::sync::Mutex::new(Vec::new());
     let opts = task.session(&ctx.cfg.collector);
+    let deadline = task.server_deadline(ctx);
     futures::stream::iter(mine)
         .take_until(stop.cancelled())
         .for_each_concurrent(ctx.cfg.collector.concurrency, |server| {
             let (up, rows, failures) = (&up, &rows, &failures);
             async move {
-                let (batch, outcome) = collect_server(ctx, task, &server, slot, &opts).await;
+                let (batch, outcome) =
+                    match tokio::time::timeout(deadline, collect_server(ctx, task, &server, slot, &opts))
+                        .await
+                    {
+                        Ok(done) => done,
+                        Err(_) => abandoned(task, &server, slot, deadline),
+                    };
                 match outcome {
                     Ok(()) => {
                         up.fetch_add(1, Ordering::Relaxed);
@@ -325,6 +356,67 @@ pub async fn run(
     summary.rows = rows.into_inner();
     summary.duration_ms = started.elapsed().as_millis();
     summary
+}
+
+/// The servers of `wanted` this instance owns among the live collectors (itself included, even
+/// before its registration is visible). A `once` run owns them all; so does a run that cannot read
+/// the live collectors (claims still keep each server's slot single).
+async fn owned(ctx: &Ctx, task: Task, wanted: &[Arc<Server>]) -> Vec<i64> {
+    let ids = wanted.iter().map(|s| s.id());
+    if ctx.once {
+        return ids.collect();
+    }
+    let mut live = match ctx.store(collectors::live_instances(&ctx.pool, STALE_AFTER)).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(task = task.as_str(), error = %e, "cannot read the live collectors; trying every server");
+            return ids.collect();
+        }
+    };
+    if !live.contains(&ctx.instance) {
+        live.push(ctx.instance);
+    }
+    ids.filter(|id| collectors::owner(*id, &live) == Some(ctx.instance))
+        .collect()
+}
+
+/// Saves baselines for the servers' next collectors; a failure costs those servers one slot of
+/// statements, nothing else.
+pub async fn hand_over(ctx: &Ctx, baselines: Vec<families::statements::Handover>) {
+    if baselines.is_empty() {
+        return;
+    }
+    let rows: Vec<(i64, &str, DateTime<Utc>, Vec<u8>)> = baselines
+        .into_iter()
+        .map(|(id, slot, data)| (id, families::statements::FAMILY, slot, data))
+        .collect();
+    match ctx.store(collectors::save_baselines(&ctx.pool, &rows)).await {
+        Ok(_) => tracing::debug!(servers = rows.len(), "statements baselines handed over"),
+        Err(e) => tracing::warn!(servers = rows.len(), error = %e, "cannot hand statements baselines over"),
+    }
+}
+
+/// A server whose part of the run outlived `deadline`: whatever it collected is dropped (never a
+/// partial snapshot), it is down for this slot, and the failure says why.
+fn abandoned(
+    task: Task,
+    server: &Server,
+    slot: DateTime<Utc>,
+    deadline: Duration,
+) -> (Batch, Result<(), String>) {
+    let why = format!(
+        "abandoned: no complete answer within {} s (the deadline per server and run)",
+        deadline.as_secs_f64()
+    );
+    tracing::warn!(server = %server.row.name, task = task.as_str(), "{why}");
+    let mut batch = Batch::default();
+    if task == Task::Stats {
+        let e = RemoteError::new(pgmon_shared::remote::ErrorClass::Timeout, why.clone());
+        batch
+            .rows
+            .push(Rows::Availability(sample(server, slot, false, None, Some(&e))));
+    }
+    (batch, Err(format!("timeout: {why}")))
 }
 
 /// Connects, unless the server is backing off or its settings are unusable; maintains the back-off.

@@ -233,6 +233,10 @@ pub struct CollectorConfig {
     /// The most the unconfirmed snapshots may take, on disk and in memory; beyond it the oldest are
     /// dropped, with a system-log entry saying how many rows and bytes.
     pub spool_max_mb: u64,
+    /// Deadline of one server's part of one task run (all its families together), after which that
+    /// server's run is abandoned as failed so that a server which stops answering mid-run cannot
+    /// hold the run (and the next slot of every other server). 0: min(interval / 2, 120 s).
+    pub server_deadline_secs: u64,
 }
 
 impl Default for CollectorConfig {
@@ -251,6 +255,7 @@ impl Default for CollectorConfig {
             size_statement_timeout_secs: 60,
             spool_dir: "/var/lib/pgmon/spool".into(),
             spool_max_mb: 256,
+            server_deadline_secs: 0,
         }
     }
 }
@@ -599,6 +604,12 @@ impl Config {
         }
         if self.collector.concurrency == 0 {
             return bad("collector.concurrency", "must be at least 1");
+        }
+        if self.collector.server_deadline_secs > 86_400 {
+            return bad(
+                "collector.server_deadline_secs",
+                "must be at most 86400 (0: derived from the task's interval)",
+            );
         }
         for (key, p) in [
             ("pools.default", self.pools.default),

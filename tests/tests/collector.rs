@@ -768,8 +768,9 @@ async fn kill_9_mid_cycle_then_restart_leaves_no_duplicates() {
 #[tokio::test]
 async fn two_collectors_share_the_work_and_write_everything_once() {
     let (env, store) = env_with(2, "").await;
+    // 16 servers: the rendezvous split leaves one collector without any with probability 2^-15.
     let mut ids = Vec::new();
-    for i in 0..4 {
+    for i in 0..16 {
         ids.push(
             monitored::shared()
                 .register(&store, &env.fernet_key, &format!("shared-{i}"))
@@ -782,7 +783,7 @@ async fn two_collectors_share_the_work_and_write_everything_once() {
     let full_slots = || async {
         sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM (SELECT slot FROM availability WHERE slot > $1 GROUP BY slot
-             HAVING count(*) = 4) s",
+             HAVING count(*) = 16) s",
         )
         .bind(both_started)
         .fetch_one(&store)
@@ -819,6 +820,35 @@ async fn two_collectors_share_the_work_and_write_everything_once() {
     .await
     .expect("instances");
     assert_eq!(live, 2, "both heartbeat rows report their stats runs");
+    // Each collector collected: both hold claims of the slots they shared, and a server's slots
+    // stay with one of them (affinity) once both are running.
+    let per_instance: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT instance_id, count(*) FROM collector_claims WHERE task = 'stats' AND slot > $1
+         GROUP BY instance_id ORDER BY 2",
+    )
+    .bind(both_started + chrono::Duration::seconds(2))
+    .fetch_all(&store)
+    .await
+    .expect("claims per instance");
+    assert_eq!(
+        per_instance.len(),
+        2,
+        "both collectors collected: {per_instance:?}"
+    );
+    assert!(per_instance.iter().all(|(_, n)| *n >= 3), "{per_instance:?}");
+    let holders_per_server: Vec<i64> = sqlx::query_scalar(
+        "SELECT count(DISTINCT instance_id) FROM collector_claims WHERE task = 'stats' AND slot > $1
+         GROUP BY server_id",
+    )
+    .bind(both_started + chrono::Duration::seconds(2))
+    .fetch_all(&store)
+    .await
+    .expect("holders per server");
+    assert_eq!(holders_per_server.len(), 16);
+    assert!(
+        holders_per_server.iter().all(|n| *n == 1),
+        "a server's slots stick to one collector: {holders_per_server:?}"
+    );
     for p in [&mut a, &mut b] {
         let status = p
             .terminate(Duration::from_secs(15))

@@ -13,6 +13,13 @@
 //! `pg_stat_statements_info` from 14, or as every statement gone or lower before) does the same,
 //! and a previous snapshot that is not the previous slot's (this collector restarted, or another
 //! collector took the slots between) only becomes the new baseline: that slot stores nothing.
+//!
+//! A server's slots stick to one collector (see `store::collectors::owner`), and the previous
+//! snapshot travels with the server when it moves: the collector that gives a server up (another
+//! instance joined, or it stops gracefully) saves its snapshot in `collector_baselines` (binary, about
+//! 130 bytes per statement), and the next collector of that server loads it when its memory has none.
+//! A collection of a slot that already has a baseline (a redo) keeps the older one, so the next
+//! slot's delta covers everything since the slot's first snapshot.
 
 use super::{Collected, Cx, Family, col};
 use crate::tasks::Task;
@@ -92,6 +99,124 @@ struct Baseline {
     counters: HashMap<Key, Counters>,
 }
 
+/// Format version of [`Baseline::encode`].
+const BASELINE_FORMAT: u8 = 1;
+
+impl Baseline {
+    /// Compact little-endian binary (the slot is stored beside it): JSON would triple the size of a
+    /// handover of thousands of statements per server.
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(21 + self.counters.len() * 130);
+        b.push(BASELINE_FORMAT);
+        b.extend(self.at.timestamp_micros().to_le_bytes());
+        b.extend(
+            self.reset
+                .map_or(i64::MIN, |r| r.timestamp_micros())
+                .to_le_bytes(),
+        );
+        b.extend(
+            u32::try_from(self.counters.len())
+                .unwrap_or(u32::MAX)
+                .to_le_bytes(),
+        );
+        for ((user, db, query, top), c) in self.counters.iter().take(u32::MAX as usize) {
+            for v in [*user, *db, *query] {
+                b.extend(v.to_le_bytes());
+            }
+            b.push(u8::from(*top));
+            for v in [
+                c.calls,
+                c.rows,
+                c.hit,
+                c.read,
+                c.dirtied,
+                c.written,
+                c.temp_read,
+                c.temp_written,
+            ] {
+                b.extend(v.to_le_bytes());
+            }
+            for v in [c.exec, c.plan, c.read_time, c.write_time] {
+                b.extend(v.to_le_bytes());
+            }
+            b.push(u8::from(c.wal_bytes.is_some()));
+            b.extend(c.wal_bytes.unwrap_or(0).to_le_bytes());
+        }
+        b
+    }
+
+    /// [`Baseline::encode`]'s inverse; `None` for anything else (another format, cut short).
+    fn decode(slot: DateTime<Utc>, data: &[u8]) -> Option<Baseline> {
+        let mut r = Reader(data);
+        if r.take(1)?[0] != BASELINE_FORMAT {
+            return None;
+        }
+        let at = DateTime::from_timestamp_micros(r.i64()?)?;
+        let reset = match r.i64()? {
+            i64::MIN => None,
+            micros => Some(DateTime::from_timestamp_micros(micros)?),
+        };
+        let n = u32::from_le_bytes(r.take(4)?.try_into().ok()?) as usize;
+        let mut counters = HashMap::with_capacity(n.min(data.len() / 100));
+        for _ in 0..n {
+            let key: Key = (r.i64()?, r.i64()?, r.i64()?, r.take(1)?[0] != 0);
+            let mut c = Counters {
+                calls: r.i64()?,
+                rows: r.i64()?,
+                hit: r.i64()?,
+                read: r.i64()?,
+                dirtied: r.i64()?,
+                written: r.i64()?,
+                temp_read: r.i64()?,
+                temp_written: r.i64()?,
+                ..Counters::default()
+            };
+            c.exec = r.f64()?;
+            c.plan = r.f64()?;
+            c.read_time = r.f64()?;
+            c.write_time = r.f64()?;
+            let has_wal = r.take(1)?[0] != 0;
+            let wal = r.i64()?;
+            c.wal_bytes = has_wal.then_some(wal);
+            counters.insert(key, c);
+        }
+        r.0.is_empty().then_some(Baseline {
+            slot,
+            at,
+            reset,
+            counters,
+        })
+    }
+
+    /// Whether this snapshot can be the previous one of `slot`'s delta: of an earlier slot, and not
+    /// so long before that the delta would span more than one slot.
+    fn precedes(&self, slot: DateTime<Utc>, interval: std::time::Duration) -> bool {
+        let gap = (slot - self.slot).to_std().unwrap_or_default();
+        self.slot < slot && gap <= interval + interval / 2
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn f64(&mut self) -> Option<f64> {
+        Some(f64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
 #[derive(Default)]
 struct ServerState {
     baseline: Option<Baseline>,
@@ -102,6 +227,88 @@ struct ServerState {
 #[derive(Default)]
 pub struct State {
     servers: Mutex<HashMap<i64, ServerState>>,
+}
+
+/// A baseline ready for the store: (server, slot, data).
+pub type Handover = (i64, DateTime<Utc>, Vec<u8>);
+
+impl State {
+    /// Removes and encodes the baselines of the servers in `scope` this collector does not collect
+    /// now (`keep`): their next collector loads them from the store.
+    pub fn hand_over(&self, scope: &HashSet<i64>, keep: &HashSet<i64>) -> Vec<Handover> {
+        let mut all = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<i64> = all
+            .iter()
+            .filter(|(id, st)| scope.contains(id) && !keep.contains(id) && st.baseline.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        gone.into_iter()
+            .filter_map(|id| {
+                let b = all.remove(&id)?.baseline?;
+                Some((id, b.slot, b.encode()))
+            })
+            .collect()
+    }
+
+    /// Every baseline, encoded (a graceful stop hands them all over).
+    pub fn hand_over_all(&self) -> Vec<Handover> {
+        let all = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .filter_map(|(id, st)| st.baseline.as_ref().map(|b| (*id, b.slot, b.encode())))
+            .collect()
+    }
+}
+
+/// The store's name of this family's baselines.
+pub const FAMILY: &str = "statements";
+/// How long a collector that takes a server over waits for the previous collector, still alive, to
+/// hand its baseline over (it does so as its own run of the slot starts).
+const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// The baseline another collector left for `slot` of `server_id`, when one usable arrives.
+async fn handed_over(cx: &Cx<'_>, interval: std::time::Duration) -> Option<Baseline> {
+    let ctx = cx.ctx;
+    let id = cx.server.id();
+    let prev = cx.slot - chrono::Duration::from_std(interval).ok()?;
+    let started = std::time::Instant::now();
+    let mut expected = None;
+    loop {
+        match pgmon_shared::store::collectors::load_baseline(&ctx.pool, id, FAMILY).await {
+            Ok(Some((slot, data))) => match Baseline::decode(slot, &data) {
+                Some(b) if b.slot <= cx.slot && (b.slot == cx.slot || b.precedes(cx.slot, interval)) => {
+                    return Some(b);
+                }
+                Some(_) => {}
+                None => {
+                    tracing::warn!(server = %cx.server.row.name, "an unreadable statements baseline was ignored")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot load a statements baseline");
+                return None;
+            }
+        }
+        if expected.is_none() {
+            // Wait only when the previous slot's collector is alive to hand it over.
+            expected = Some(
+                pgmon_shared::store::collectors::held_by_other_live(
+                    &ctx.pool,
+                    ctx.instance,
+                    id,
+                    Task::Stats.as_str(),
+                    prev,
+                    crate::tasks::STALE_AFTER,
+                )
+                .await
+                .unwrap_or(false),
+            );
+        }
+        if expected != Some(true) || started.elapsed() >= HANDOVER_WAIT {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 fn ident(s: &str) -> String {
@@ -247,6 +454,22 @@ impl Family for Statements {
             }
             let id = cx.server.id();
             let interval = crate::tasks::Task::Stats.interval(cx.ctx);
+            let in_memory = {
+                let all = cx
+                    .ctx
+                    .statements
+                    .servers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                all.get(&id)
+                    .and_then(|s| s.baseline.as_ref())
+                    .is_some_and(|b| b.slot == cx.slot || b.precedes(cx.slot, interval))
+            };
+            let loaded = if in_memory {
+                None
+            } else {
+                handed_over(cx, interval).await
+            };
             let (spent, secs, need_known) = {
                 let mut all = cx
                     .ctx
@@ -255,17 +478,20 @@ impl Family for Statements {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
                 let st = all.entry(id).or_default();
-                let prev = st.baseline.take();
+                let prev = loaded.or_else(|| st.baseline.take());
+                if prev.as_ref().is_some_and(|p| p.slot == cx.slot) {
+                    // This slot again (a redo, or a server collected at once after a change): keep
+                    // the slot's first snapshot, so the next delta misses nothing.
+                    st.baseline = prev;
+                    return Ok(Vec::new());
+                }
                 st.baseline = Some(Baseline {
                     slot: cx.slot,
                     at,
                     reset,
                     counters: current.clone(),
                 });
-                let usable = prev.filter(|p| {
-                    let gap = (cx.slot - p.slot).to_std().unwrap_or_default();
-                    p.slot < cx.slot && gap <= interval + interval / 2
-                });
+                let usable = prev.filter(|p| p.precedes(cx.slot, interval));
                 let Some(prev) = usable else {
                     return Ok(Vec::new());
                 };
@@ -405,6 +631,50 @@ mod tests {
             ..Counters::default()
         };
         assert!(after_reset.since(&prev).is_none());
+    }
+
+    #[test]
+    fn a_baseline_survives_its_trip_through_the_store() {
+        let slot = Utc::now();
+        let mut counters = HashMap::new();
+        counters.insert(
+            (10, 5, -42, true),
+            Counters {
+                calls: 7,
+                exec: 1.5,
+                plan: 0.25,
+                rows: 3,
+                hit: 9,
+                read: 1,
+                dirtied: 2,
+                written: 4,
+                temp_read: 5,
+                temp_written: 6,
+                read_time: 0.5,
+                write_time: 0.75,
+                wal_bytes: Some(123),
+            },
+        );
+        counters.insert((11, 5, 42, false), Counters::default());
+        let b = Baseline {
+            slot,
+            at: slot,
+            reset: None,
+            counters,
+        };
+        let data = b.encode();
+        let back = Baseline::decode(slot, &data).expect("decodes");
+        assert_eq!(back.counters.len(), 2);
+        let c = back.counters[&(10, 5, -42, true)];
+        assert_eq!(
+            (c.calls, c.exec, c.temp_written, c.wal_bytes),
+            (7, 1.5, 6, Some(123))
+        );
+        assert_eq!(back.counters[&(11, 5, 42, false)].wal_bytes, None);
+        assert_eq!(back.at.timestamp_micros(), slot.timestamp_micros());
+        assert!(back.reset.is_none());
+        assert!(Baseline::decode(slot, &data[..data.len() - 1]).is_none());
+        assert!(Baseline::decode(slot, b"\x02").is_none());
     }
 
     #[test]

@@ -6,6 +6,16 @@
 //! taken over: that is how the servers of a dead collector move to the others, and how a `once` run
 //! redoes a slot a finished run already took. Snapshot writes are idempotent, so a takeover never
 //! duplicates rows.
+//!
+//! Liveness (`pgmon_collector_live`, migration 0013) is one SQL definition for claims and affinity:
+//! not stopped, heartbeat fresh, and the instance's advisory lock held. The lock lives on the
+//! process's own store session, so a process killed with -9 is known dead at once (its claims can be
+//! taken over by its restart), not only after its heartbeat goes stale.
+//!
+//! Affinity: a server's slots go to one live collector, chosen by rendezvous hashing ([`owner`]) of
+//! (server, instance) over the live instances. Deltas that need the previous slot (statements) then
+//! find it in that collector's memory, and when an instance joins or leaves only the servers whose
+//! owner changes move (about 1/n of them).
 
 use super::Result;
 use chrono::{DateTime, Utc};
@@ -13,19 +23,101 @@ use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Registers (or re-registers, after the store came back) a collector instance.
+/// Class (first key) of the instances' advisory locks: 'pgmo'. Migration 0013 names it too.
+pub const LOCK_CLASS: i32 = 0x7067_6d6f;
+
+/// Second key of `instance`'s advisory lock: 31 bits of its id (non-negative, so that it compares
+/// with `pg_locks.objid` as an oid). A collision only makes a dead instance look alive until its
+/// heartbeat goes stale.
+pub fn lock_key(instance: Uuid) -> i32 {
+    let b = instance.as_bytes();
+    i32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]])
+}
+
+/// Takes `instance`'s advisory lock on `conn`, which must then stay open as long as the process
+/// lives. False when another session holds it (a key collision).
+pub async fn lock_instance(conn: &mut PgConnection, instance: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+        .bind(LOCK_CLASS)
+        .bind(lock_key(instance))
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+/// Registers (or re-registers, after the store came back) a collector instance, with the key of the
+/// advisory lock it holds (see [`lock_instance`]).
 pub async fn register_instance(pool: &PgPool, id: Uuid, host: &str, pid: u32, version: &str) -> Result<()> {
     sqlx::query(
-        "INSERT INTO collector_instances (instance_id, host, pid, version) VALUES ($1, $2, $3, $4)
+        "INSERT INTO collector_instances (instance_id, host, pid, version, lock_key) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (instance_id) DO UPDATE SET last_seen_at = now(), stopped_at = NULL",
     )
     .bind(id)
     .bind(host)
     .bind(i32::try_from(pid).unwrap_or(i32::MAX))
     .bind(version)
+    .bind(lock_key(id))
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// The instances alive now (see the module docs), in no particular order.
+pub async fn live_instances(pool: &PgPool, stale_after: Duration) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT instance_id FROM collector_instances
+         WHERE pgmon_collector_live(stopped_at, last_seen_at, lock_key, $1)",
+    )
+    .bind(stale_after.as_secs_f64())
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Whether another instance that is still alive held `server_id`'s claim of (`task`, `slot`): then
+/// it may still hand over what it kept of that slot.
+pub async fn held_by_other_live(
+    pool: &PgPool,
+    me: Uuid,
+    server_id: i64,
+    task: &str,
+    slot: DateTime<Utc>,
+    stale_after: Duration,
+) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM collector_claims c JOIN collector_instances i USING (instance_id)
+                        WHERE c.server_id = $1 AND c.task = $2 AND c.slot = $3 AND c.instance_id <> $4
+                          AND pgmon_collector_live(i.stopped_at, i.last_seen_at, i.lock_key, $5))",
+    )
+    .bind(server_id)
+    .bind(task)
+    .bind(slot)
+    .bind(me)
+    .bind(stale_after.as_secs_f64())
+    .fetch_one(pool)
+    .await?)
+}
+
+/// SplitMix64's finaliser: a cheap, well-mixed, stable 64-bit hash step (std's hashers promise no
+/// stability across releases, and every collector version must agree on owners).
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Rendezvous weight of (server, instance).
+fn weight(server_id: i64, instance: Uuid) -> u64 {
+    let (hi, lo) = instance.as_u64_pair();
+    mix(mix(hi ^ mix(lo)) ^ server_id as u64)
+}
+
+/// The instance among `instances` that owns `server_id` (highest rendezvous weight; ties, which need
+/// a 64-bit collision, go to the larger id). `None` for no instances.
+pub fn owner(server_id: i64, instances: &[Uuid]) -> Option<Uuid> {
+    instances
+        .iter()
+        .copied()
+        .max_by_key(|i| (weight(server_id, *i), *i))
 }
 
 /// Refreshes `last_seen_at`; false when the row is gone (then register again).
@@ -117,6 +209,20 @@ pub async fn claim_counted(
     server_ids: &[i64],
     stale_after: Duration,
 ) -> Result<(Vec<i64>, usize)> {
+    claim_with(pool, instance, task, slot, server_ids, stale_after, false).await
+}
+
+/// [`claim_counted`]; with `force`, claims held by live instances are taken too (`pgmon-collector
+/// once`: an operator asked for this slot now).
+pub async fn claim_with(
+    pool: &PgPool,
+    instance: Uuid,
+    task: &str,
+    slot: DateTime<Utc>,
+    server_ids: &[i64],
+    stale_after: Duration,
+    force: bool,
+) -> Result<(Vec<i64>, usize)> {
     let mut ids = server_ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
@@ -132,10 +238,10 @@ pub async fn claim_counted(
          SELECT id, $2, $3, $4 FROM unnest($1::bigint[]) AS id ORDER BY id
          ON CONFLICT (server_id, task, slot) DO UPDATE
              SET instance_id = excluded.instance_id, claimed_at = now()
-             WHERE c.instance_id = excluded.instance_id
+             WHERE c.instance_id = excluded.instance_id OR $6
                 OR NOT EXISTS (SELECT 1 FROM collector_instances i
-                               WHERE i.instance_id = c.instance_id AND i.stopped_at IS NULL
-                                 AND i.last_seen_at > now() - make_interval(secs => $5))
+                               WHERE i.instance_id = c.instance_id
+                                 AND pgmon_collector_live(i.stopped_at, i.last_seen_at, i.lock_key, $5))
          RETURNING server_id,
                    coalesce((SELECT b.instance_id <> $4 FROM before b WHERE b.server_id = c.server_id), false)",
     )
@@ -144,13 +250,15 @@ pub async fn claim_counted(
     .bind(slot)
     .bind(instance)
     .bind(stale_after.as_secs_f64())
+    .bind(force)
     .fetch_all(pool)
     .await?;
     let taken = rows.iter().filter(|(_, t)| *t).count();
     Ok((rows.into_iter().map(|(id, _)| id).collect(), taken))
 }
 
-/// Deletes claims of slots before `before` and instances stopped or silent since then.
+/// Deletes claims of slots before `before`, instances stopped or silent since then, and baselines
+/// saved before then that nobody picked up.
 pub async fn purge_before(pool: &PgPool, before: DateTime<Utc>) -> Result<u64> {
     let a = sqlx::query("DELETE FROM collector_claims WHERE slot < $1")
         .bind(before)
@@ -162,7 +270,49 @@ pub async fn purge_before(pool: &PgPool, before: DateTime<Utc>) -> Result<u64> {
         .execute(pool)
         .await?
         .rows_affected();
-    Ok(a + b)
+    let c = sqlx::query("DELETE FROM collector_baselines WHERE saved_at < $1")
+        .bind(before)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(a + b + c)
+}
+
+/// Saves per-server state for whichever collector next collects the server: (server, family, slot,
+/// data). A later save of the same server and family replaces the earlier one.
+pub async fn save_baselines(pool: &PgPool, rows: &[(i64, &str, DateTime<Utc>, Vec<u8>)]) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    Ok(sqlx::query(
+        "INSERT INTO collector_baselines AS b (server_id, family, slot, data)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::bytea[])
+         ON CONFLICT (server_id, family) DO UPDATE
+             SET slot = excluded.slot, data = excluded.data, saved_at = now()
+             WHERE b.slot <= excluded.slot",
+    )
+    .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.3.clone()).collect::<Vec<_>>())
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// The state last saved for `server_id` and `family`: its slot and data.
+pub async fn load_baseline(
+    pool: &PgPool,
+    server_id: i64,
+    family: &str,
+) -> Result<Option<(DateTime<Utc>, Vec<u8>)>> {
+    Ok(
+        sqlx::query_as("SELECT slot, data FROM collector_baselines WHERE server_id = $1 AND family = $2")
+            .bind(server_id)
+            .bind(family)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 /// One row of `pg_database` as the collector reads it.
@@ -225,4 +375,97 @@ pub async fn apply_databases(
     .execute(&mut *conn)
     .await?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn instances(n: usize) -> Vec<Uuid> {
+        (0..n).map(|_| Uuid::new_v4()).collect()
+    }
+
+    fn shares(servers: i64, inst: &[Uuid]) -> HashMap<Uuid, usize> {
+        let mut m = HashMap::new();
+        for s in 1..=servers {
+            *m.entry(owner(s, inst).expect("owner")).or_insert(0) += 1;
+        }
+        m
+    }
+
+    #[test]
+    fn owners_are_stable_and_independent_of_order() {
+        let inst = instances(4);
+        let mut rev = inst.clone();
+        rev.reverse();
+        for s in 1..=1000 {
+            assert_eq!(owner(s, &inst), owner(s, &rev));
+            assert_eq!(owner(s, &inst), owner(s, &inst));
+        }
+        assert_eq!(owner(1, &[]), None);
+        assert_eq!(owner(7, &inst[..1]), Some(inst[0]));
+    }
+
+    #[test]
+    fn servers_are_balanced_within_a_tolerance() {
+        for n in [2, 3, 4, 8] {
+            for _ in 0..20 {
+                let inst = instances(n);
+                let m = shares(10_000, &inst);
+                let fair = 10_000 / n;
+                // Binomial spread: 5 standard deviations (a 1-in-a-million miss per instance).
+                let p = 1.0 / n as f64;
+                let tolerance = 5.0 * (10_000.0 * p * (1.0 - p)).sqrt();
+                assert_eq!(m.len(), n, "every instance gets servers");
+                for (i, c) in &m {
+                    assert!(
+                        (*c as f64 - fair as f64).abs() <= tolerance,
+                        "{n} instances: {i} has {c}, fair is {fair}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_leaving_instance_moves_only_its_own_servers() {
+        let inst = instances(4);
+        let gone = inst[2];
+        let left: Vec<Uuid> = inst.iter().copied().filter(|i| *i != gone).collect();
+        let mut moved = 0;
+        for s in 1..=10_000 {
+            let before = owner(s, &inst).expect("owner");
+            let after = owner(s, &left).expect("owner");
+            if before == gone {
+                moved += 1;
+                assert_ne!(after, gone);
+            } else {
+                assert_eq!(before, after, "server {s} moved without need");
+            }
+        }
+        assert!((2000..3000).contains(&moved), "{moved}");
+        // A joining instance takes servers only from the others, about 1/(n+1) of them.
+        let mut more = inst.clone();
+        more.push(Uuid::new_v4());
+        let joined = more[4];
+        let mut taken = 0;
+        for s in 1..=10_000 {
+            let after = owner(s, &more).expect("owner");
+            if after == joined {
+                taken += 1;
+            } else {
+                assert_eq!(Some(after), owner(s, &inst));
+            }
+        }
+        assert!((1600..2400).contains(&taken), "{taken}");
+    }
+
+    #[test]
+    fn lock_keys_are_non_negative() {
+        for _ in 0..1000 {
+            assert!(lock_key(Uuid::new_v4()) >= 0);
+        }
+        assert_eq!(lock_key(Uuid::from_u128(u128::MAX)), i32::MAX);
+    }
 }
