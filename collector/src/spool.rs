@@ -132,8 +132,13 @@ impl Spool {
             }
             adopted.push((dir, lock));
         }
-        // Oldest first; names order the files of one directory when their times tie.
-        files.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        // A directory's files in their order (by name); directories by their oldest file.
+        let mut oldest: std::collections::HashMap<PathBuf, std::time::SystemTime> = Default::default();
+        for (mtime, _, dir) in &files {
+            let t = oldest.entry(dir.clone()).or_insert(*mtime);
+            *t = (*t).min(*mtime);
+        }
+        files.sort_by_cached_key(|(_, path, dir)| (oldest.get(dir).copied(), dir.clone(), path.clone()));
         let mut out = Vec::new();
         for (_, path, _) in files {
             let seq = self.next_seq;

@@ -170,6 +170,9 @@ struct State {
     dropped_bytes: u64,
     /// Drops not reported to the system log yet: (rows, bytes).
     unreported: (u64, u64),
+    /// Entries dropped while being written, (rows, bytes) by id: should that write succeed, they
+    /// were not lost after all and the counts are corrected.
+    dropped_in_flight: HashMap<u64, (usize, usize)>,
 }
 
 impl State {
@@ -278,14 +281,18 @@ impl Writer {
         self.wake.notify_one();
     }
 
-    /// Drops the oldest entries not being written while a bound is passed (the newest always
-    /// stays); returns the spool files left empty.
+    /// Drops the oldest entries while a bound is passed (the newest always stays), even those
+    /// being written: a write to a hanging store may take its whole deadline, and the oldest must
+    /// still go first. Returns the spool files left empty.
     fn enforce_bounds(&self, s: &mut State) -> Vec<u64> {
         let (mut rows, mut bytes) = (0usize, 0usize);
         let mut gone = Vec::new();
-        while (s.rows > self.max_rows || s.bytes > self.max_bytes) && s.queue.len() > s.in_flight + 1 {
-            let i = s.in_flight;
-            if let Some((e, file)) = s.remove_at(i) {
+        while (s.rows > self.max_rows || s.bytes > self.max_bytes) && s.queue.len() > 1 {
+            if let Some((e, file)) = s.remove_at(0) {
+                if s.in_flight > 0 {
+                    s.in_flight -= 1;
+                    s.dropped_in_flight.insert(e.id, (e.rows, e.bytes));
+                }
                 rows += e.rows;
                 bytes += e.bytes;
                 gone.extend(file);
@@ -497,6 +504,7 @@ impl Writer {
     fn requeue(&self) {
         if let Ok(mut s) = self.state.lock() {
             s.in_flight = 0;
+            s.dropped_in_flight.clear();
         }
     }
 
@@ -505,6 +513,17 @@ impl Writer {
         let mut gone = Vec::new();
         if let Ok(mut s) = self.state.lock() {
             s.in_flight = 0;
+            for id in written {
+                // Dropped by the bound while its write was under way, and written after all.
+                if let Some((rows, bytes)) = s.dropped_in_flight.remove(id) {
+                    s.dropped_rows = s.dropped_rows.saturating_sub(rows as u64);
+                    s.dropped_bytes = s.dropped_bytes.saturating_sub(bytes as u64);
+                    s.unreported.0 = s.unreported.0.saturating_sub(rows as u64);
+                    s.unreported.1 = s.unreported.1.saturating_sub(bytes as u64);
+                    s.written_rows += rows as u64;
+                }
+            }
+            s.dropped_in_flight.clear();
             for (ids, was_written) in [(written, true), (dropped, false)] {
                 for id in ids {
                     let Some(i) = s.queue.iter().position(|e| e.id == *id) else {
@@ -911,6 +930,25 @@ mod tests {
         );
         w.requeue();
         assert_eq!(w.stats().pending_rows, 3);
+    }
+
+    #[test]
+    fn the_oldest_go_first_even_while_being_written() {
+        let w = Writer::new(3, usize::MAX, Duration::from_secs(1));
+        for id in 1..=3 {
+            w.push(sample(id));
+        }
+        let group = w.take_group(); // a write to a hanging store
+        w.push(sample(4));
+        w.push(sample(5));
+        let s = w.stats();
+        assert_eq!((s.pending_rows, s.dropped_rows), (3, 2));
+        // The write succeeds after all: 1 and 2 were not lost.
+        let ids: Vec<u64> = group.iter().map(|(id, _)| *id).collect();
+        w.done(&ids, &[]);
+        let s = w.stats();
+        assert_eq!((s.pending_rows, s.written_rows, s.dropped_rows), (2, 3, 0));
+        assert_eq!(server_ids(&w.take_group()), [4, 5]);
     }
 
     #[test]
