@@ -366,7 +366,10 @@ async fn owned(ctx: &Ctx, task: Task, wanted: &[Arc<Server>]) -> Vec<i64> {
     if ctx.once {
         return ids.collect();
     }
-    let mut live = match ctx.store(collectors::live_instances(&ctx.pool, STALE_AFTER)).await {
+    let mut live = match ctx
+        .store(collectors::live_instances(&ctx.pool, STALE_AFTER))
+        .await
+    {
         Ok(l) => l,
         Err(e) => {
             tracing::debug!(task = task.as_str(), error = %e, "cannot read the live collectors; trying every server");
