@@ -295,3 +295,49 @@ async fn a_full_spool_drops_the_oldest_snapshots_and_says_how_much() {
     .expect("count");
     assert_eq!(first_seconds, 0, "the oldest outage samples were dropped first");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_503_when_the_store_hangs() {
+    let env = TestEnv::new("", "").await;
+    env.add_user("admin", "admin", "admin-password-1");
+    let relay = Relay::start(PG.parse().expect("addr")).await;
+    let text = std::fs::read_to_string(&env.config_path).expect("config");
+    let text = text.replace(&env.db.url, &relay.url_for(&env.db.url, PG));
+    std::fs::write(&env.config_path, text).expect("config");
+    let api = Proc::spawn_env(
+        &bin("pgmon-api"),
+        &env.config_path,
+        &["serve"],
+        "pgmon-api listening on ",
+        &[
+            ("PGMON_STORE__STATEMENT_TIMEOUT_SECS", "1"),
+            ("PGMON_STORE__CALL_TIMEOUT_SECS", "3"),
+        ],
+    )
+    .await;
+    let token = pgmon_tests::http::token(&api.base, "admin", "admin-password-1").await;
+    let get = || {
+        pgmon_tests::http::client()
+            .get(api.url("/api/logs"))
+            .bearer_auth(&token)
+            .timeout(Duration::from_secs(30))
+            .send()
+    };
+    assert_eq!(get().await.expect("logs").status(), 200);
+    relay.set(Mode::Frozen);
+    let started = Instant::now();
+    let resp = get().await.expect("an answer, not a hang");
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["detail"], "store did not answer in time");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    relay.set(Mode::Open);
+    wait_for("the API to recover", Duration::from_secs(30), || async {
+        get().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
