@@ -258,7 +258,10 @@ pub async fn run(
         ..Summary::default()
     };
     if task == Task::Maintenance {
-        match maintenance(ctx, slot).await {
+        // Maintenance runs many statements (partitions, purges, rollups), each under the store's
+        // statement_timeout; a half-open store connection is bounded by this deadline of the whole.
+        let limit = ctx.cfg.store.call_timeout() * 8;
+        match store::deadline(limit, maintenance(ctx, slot)).await {
             Ok(Some((n, note))) => {
                 summary.servers = 1;
                 summary.rows = n;
