@@ -73,9 +73,32 @@ pub async fn record(
     details: Option<&str>,
     jti: Option<&str>,
 ) -> Result<()> {
-    sqlx::query(
+    insert(db, event, actor, details, jti).await?;
+    Ok(())
+}
+
+/// [`record`] without a token id, returning the row's id: for a row that is updated as more of
+/// the same events come (refused logins, counted per client IP and minute).
+pub async fn record_returning_id(
+    db: impl sqlx::PgExecutor<'_>,
+    event: &str,
+    actor: &Actor,
+    details: Option<&str>,
+) -> Result<i64> {
+    insert(db, event, actor, details, None).await
+}
+
+/// The one INSERT of an audit row: the user agent and details are cut to what the table is for.
+async fn insert(
+    db: impl sqlx::PgExecutor<'_>,
+    event: &str,
+    actor: &Actor,
+    details: Option<&str>,
+    jti: Option<&str>,
+) -> Result<i64> {
+    let id = sqlx::query_scalar(
         "INSERT INTO audit_sessions (event, login, client_ip, user_agent, details, jti)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(event)
     .bind(&actor.login)
@@ -88,33 +111,6 @@ pub async fn record(
     )
     .bind(details.map(|d| d.chars().take(2000).collect::<String>()))
     .bind(jti)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// [`record`] without a token id, returning the row's id: for a row that is updated as more of
-/// the same events come (refused logins, counted per client IP and minute).
-pub async fn record_returning_id(
-    db: impl sqlx::PgExecutor<'_>,
-    event: &str,
-    actor: &Actor,
-    details: Option<&str>,
-) -> Result<i64> {
-    let id = sqlx::query_scalar(
-        "INSERT INTO audit_sessions (event, login, client_ip, user_agent, details)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
-    )
-    .bind(event)
-    .bind(&actor.login)
-    .bind(&actor.client_ip)
-    .bind(
-        actor
-            .user_agent
-            .as_deref()
-            .map(|u| u.chars().take(512).collect::<String>()),
-    )
-    .bind(details.map(|d| d.chars().take(2000).collect::<String>()))
     .fetch_one(db)
     .await?;
     Ok(id)

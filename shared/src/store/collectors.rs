@@ -195,24 +195,15 @@ pub async fn claim(
     server_ids: &[i64],
     stale_after: Duration,
 ) -> Result<Vec<i64>> {
-    Ok(claim_counted(pool, instance, task, slot, server_ids, stale_after)
-        .await?
-        .0)
+    Ok(
+        claim_with(pool, instance, task, slot, server_ids, stale_after, false)
+            .await?
+            .0,
+    )
 }
 
-/// [`claim`], and how many of the claims were taken over from a collector that stopped answering.
-pub async fn claim_counted(
-    pool: &PgPool,
-    instance: Uuid,
-    task: &str,
-    slot: DateTime<Utc>,
-    server_ids: &[i64],
-    stale_after: Duration,
-) -> Result<(Vec<i64>, usize)> {
-    claim_with(pool, instance, task, slot, server_ids, stale_after, false).await
-}
-
-/// [`claim_counted`]; with `force`, claims held by live instances are taken too (`pgmon-collector
+/// [`claim`], and how many of the claims were taken over from a collector that is gone; with
+/// `force`, claims held by live instances are taken too (`pgmon-collector
 /// once`: an operator asked for this slot now).
 pub async fn claim_with(
     pool: &PgPool,
