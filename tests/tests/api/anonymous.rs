@@ -173,19 +173,34 @@ async fn health_reads_the_store_at_most_once_a_second() {
         call("GET", &api.url("/api/health"), None, None).await.0,
         StatusCode::OK
     );
-    let before = store_commits(&env.db.name).await;
     let client = http::client();
-    let statuses = futures::stream::iter(0..200)
-        .map(|_| {
-            let req = client.get(api.url("/api/health"));
-            async move { req.send().await.map(|r| r.status()).expect("health") }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
-    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    let flood = || async {
+        let statuses = futures::stream::iter(0..200)
+            .map(|_| {
+                let req = client.get(api.url("/api/health"));
+                async move { req.send().await.map(|r| r.status()).expect("health") }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    };
+    // A first flood opens what store connections the API opens (each new one runs its session
+    // settings, which count as transactions); the second is the one measured.
+    flood().await;
+    let before = store_commits(&env.db.name).await;
+    let started = std::time::Instant::now();
+    flood().await;
     let commits = store_commits(&env.db.name).await - before;
-    assert!(commits < 20, "{commits} store transactions for 200 health checks");
+    // One refresh a second at most (a few statements each) plus the API's own background work
+    // (journal, listener, probes: a few dozen transactions on a loaded machine) over the flood
+    // and the wait for the statistics. Reading the store per request made 400.
+    let secs = started.elapsed().as_secs() + 1;
+    let bound = 60 + 4 * secs as i64;
+    assert!(
+        commits < bound.min(150),
+        "{commits} store transactions for 200 health checks in {secs} s"
+    );
 }
 
 /// A method token a client makes up is counted as `other`, not as a new label held forever.
