@@ -267,7 +267,10 @@ pub const FAMILY: &str = "statements";
 /// collectors a fixed second was too short when a successor joined under load (446 of 500 slots
 /// lost in bench-affinity); the wait is only spent until that one statement lands.
 fn handover_wait(interval: std::time::Duration) -> std::time::Duration {
-    (interval / 4).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(5))
+    (interval / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(5),
+    )
 }
 
 /// The baseline another collector left for `slot` of `server_id`, when one usable arrives.
