@@ -7,9 +7,10 @@
 //! since nothing in deadpool closes idle connections by itself. `pools.*.min` is not kept warm:
 //! deadpool has no minimum size, and an API that only answers on demand does not need one.
 //!
-//! Every `get` resolves the server's host and checks it against `servers.allowed_targets` first; a pool
-//! connects only to the addresses checked when it was built, and is rebuilt when a later check gives
-//! other addresses, so a DNS change reaches no new connection unchecked.
+//! A pool connects only to addresses checked against `servers.allowed_targets` after resolution. The
+//! check is redone at most every [`RECHECK_AFTER`] (not on every `get`: that was a DNS lookup per
+//! request, even when an open connection to a checked address was handed out), and the pool is
+//! rebuilt when it gives other addresses, so a DNS change reaches no new connection unchecked.
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use pgmon_shared::config::PoolsConfig;
@@ -21,6 +22,9 @@ use std::time::{Duration, Instant};
 
 /// Connections and pools unused for this long are closed.
 pub const IDLE_CLOSE: Duration = Duration::from_secs(300);
+/// How long a resolution checked against `servers.allowed_targets` stands for a pool's new
+/// connections: a DNS change reaches new connections at most this late, and always checked.
+pub const RECHECK_AFTER: Duration = Duration::from_secs(30);
 
 /// The API's session limits on monitored servers.
 pub fn session_opts() -> SessionOpts {
@@ -31,8 +35,9 @@ struct Entry {
     name: String,
     profile: String,
     target: Target,
-    /// The checked addresses the pool connects to.
+    /// The checked addresses the pool connects to, and when they were checked.
     addrs: Vec<IpAddr>,
+    checked_at: Instant,
     pool: Pool,
     last_used: Instant,
 }
@@ -95,6 +100,7 @@ impl RemotePools {
             && e.profile == profile
         {
             e.last_used = Instant::now();
+            e.checked_at = Instant::now();
             e.name = name.to_string();
             return Ok(e.pool.clone());
         }
@@ -123,11 +129,23 @@ impl RemotePools {
                 profile: profile.to_string(),
                 target: target.clone(),
                 addrs,
+                checked_at: Instant::now(),
                 pool: pool.clone(),
                 last_used: Instant::now(),
             },
         );
         Ok(pool)
+    }
+
+    /// The pool of server `id` when its addresses were checked within [`RECHECK_AFTER`] for these
+    /// settings: its connections go to those addresses, so no lookup is needed to hand one out.
+    fn recently_checked(&self, id: i64, profile: &str, target: &Target) -> Option<Pool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let e = pools.get_mut(&id)?;
+        (e.target == *target && e.profile == profile && e.checked_at.elapsed() < RECHECK_AFTER).then(|| {
+            e.last_used = Instant::now();
+            e.pool.clone()
+        })
     }
 
     /// A connection to server `id`, within the connect deadline (resolution and its check included).
@@ -140,11 +158,16 @@ impl RemotePools {
     ) -> Result<deadpool_postgres::Object, RemoteError> {
         let deadline = session_opts().connect_timeout + Duration::from_secs(1);
         let started = Instant::now();
-        let addrs = match tokio::time::timeout(deadline, remote::resolve(target)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(RemoteError::timeout("connect", session_opts().connect_timeout)),
+        let pool = match self.recently_checked(id, profile, target) {
+            Some(pool) => pool,
+            None => {
+                let addrs = match tokio::time::timeout(deadline, remote::resolve(target)).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(RemoteError::timeout("connect", session_opts().connect_timeout)),
+                };
+                self.pool_for(id, name, profile, target, addrs)?
+            }
         };
-        let pool = self.pool_for(id, name, profile, target, addrs)?;
         let left = deadline.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, pool.get()).await {
             Ok(Ok(c)) => Ok(c),
