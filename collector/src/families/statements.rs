@@ -233,10 +233,15 @@ pub struct State {
 pub type Handover = (i64, DateTime<Utc>, Vec<u8>);
 
 impl State {
+    /// The per-server map; a panic elsewhere while it was held leaves data still worth using.
+    fn servers(&self) -> std::sync::MutexGuard<'_, HashMap<i64, ServerState>> {
+        self.servers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Removes and encodes the baselines of the servers in `scope` this collector does not collect
     /// now (`keep`): their next collector loads them from the store.
     pub fn hand_over(&self, scope: &HashSet<i64>, keep: &HashSet<i64>) -> Vec<Handover> {
-        let mut all = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = self.servers();
         let gone: Vec<i64> = all
             .iter()
             .filter(|(id, st)| scope.contains(id) && !keep.contains(id) && st.baseline.is_some())
@@ -252,7 +257,7 @@ impl State {
 
     /// Every baseline, encoded (a graceful stop hands them all over).
     pub fn hand_over_all(&self) -> Vec<Handover> {
-        let all = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        let all = self.servers();
         all.iter()
             .filter_map(|(id, st)| st.baseline.as_ref().map(|b| (*id, b.slot, b.encode())))
             .collect()
@@ -463,12 +468,7 @@ impl Family for Statements {
             let id = cx.server.id();
             let interval = crate::tasks::Task::Stats.interval(cx.ctx);
             let in_memory = {
-                let all = cx
-                    .ctx
-                    .statements
-                    .servers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let all = cx.ctx.statements.servers();
                 all.get(&id)
                     .and_then(|s| s.baseline.as_ref())
                     .is_some_and(|b| b.slot == cx.slot || b.precedes(cx.slot, interval))
@@ -479,12 +479,7 @@ impl Family for Statements {
                 handed_over(cx, interval).await
             };
             let (spent, secs, need_known) = {
-                let mut all = cx
-                    .ctx
-                    .statements
-                    .servers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut all = cx.ctx.statements.servers();
                 let st = all.entry(id).or_default();
                 let prev = loaded.or_else(|| st.baseline.take());
                 if prev.as_ref().is_some_and(|p| p.slot == cx.slot) {
@@ -527,21 +522,11 @@ impl Family for Statements {
                     .await
                     .map(|v| v.into_iter().collect())
                     .unwrap_or_default();
-                let mut all = cx
-                    .ctx
-                    .statements
-                    .servers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut all = cx.ctx.statements.servers();
                 all.entry(id).or_default().known_texts = Some(known);
             }
             let missing: Vec<i64> = {
-                let all = cx
-                    .ctx
-                    .statements
-                    .servers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let all = cx.ctx.statements.servers();
                 let known = all.get(&id).and_then(|s| s.known_texts.as_ref());
                 let mut m: Vec<i64> = spent
                     .iter()
@@ -570,12 +555,7 @@ impl Family for Statements {
                         query: store::cut(&redact_sql(q.as_deref().unwrap_or(""))),
                     });
                 }
-                let mut all = cx
-                    .ctx
-                    .statements
-                    .servers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut all = cx.ctx.statements.servers();
                 if let Some(known) = all.get_mut(&id).and_then(|s| s.known_texts.as_mut()) {
                     known.extend(texts.iter().map(|t| t.queryid));
                 }
